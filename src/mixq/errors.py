@@ -1,0 +1,51 @@
+"""Typed errors: every bad input ends in one of these, with a message that names the problem.
+
+Each class also derives from the built-in exception a caller would naturally catch
+(``ValueError`` for bad values, ``TypeError`` for unsupported types), so generic handlers work.
+"""
+
+from __future__ import annotations
+
+
+class MixqError(Exception):
+    """Base class of every error mixq raises on purpose."""
+
+
+class SchemeError(MixqError, ValueError):
+    """An unknown quantisation scheme, or bits outside the range a scheme supports."""
+
+
+class RatioError(MixqError, ValueError):
+    """A ratio of candidates that is empty, negative, duplicated or does not sum to 1."""
+
+
+class RecipeError(MixqError, ValueError):
+    """A recipe (or recipe file) that cannot be parsed or applied."""
+
+
+class UnsupportedLayerError(MixqError, TypeError):
+    """A recipe asks to quantise a module type mixq cannot quantise."""
+
+
+class NoQuantizableLayerError(MixqError, ValueError):
+    """A model with no layer that the recipe quantises."""
+
+
+class NonFiniteWeightError(MixqError, ValueError):
+    """A weight tensor holding NaN or Inf values."""
+
+
+class CalibrationError(MixqError, ValueError):
+    """Activation calibration that could not run (empty data, uncalibrated quantiser)."""
+
+
+class CheckpointError(MixqError):
+    """A checkpoint that is missing, corrupt, or does not match the model."""
+
+
+class DataError(MixqError):
+    """A data set that is missing or unreadable."""
+
+
+class UnusedRuleWarning(UserWarning):
+    """A recipe rule that matched no layer of the model (usually a typo in a name)."""

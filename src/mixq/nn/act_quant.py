@@ -1,0 +1,133 @@
+"""Per-tensor activation quantiser with a learnable clip (PACT/LSQ), calibrated from data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from mixq.errors import CalibrationError, SchemeError
+from mixq.fakequant import MIN_SCALE, quantize_uniform, scale_gradient
+
+CalibrationMethod = Literal["mse", "percentile"]
+
+ACT_BITS_RANGE = (2, 16)
+_SAMPLES_PER_BATCH = 1 << 16  # values kept per batch while calibrating
+_MAX_SAMPLES = 1 << 21  # bounds memory and the MSE search on long calibrations
+_PERCENTILE = 0.9999
+_MSE_STEPS = 64
+
+
+class ActQuantizer(nn.Module):
+    """Quantises a tensor to ``bits`` with clip level ``alpha``: unsigned after a ReLU, else
+    signed. ``signed=None`` decides from the calibration data (any negative value: signed).
+
+    >>> q = ActQuantizer(bits=4)
+    >>> q.start_calibration()
+    >>> _ = q(torch.linspace(0, 3, 1000))
+    >>> q.finish_calibration()
+    >>> q.signed, 2.0 < float(q.alpha.detach()) <= 3.0
+    (False, True)
+    """
+
+    def __init__(
+        self, bits: int, signed: bool | None = None, method: CalibrationMethod = "mse"
+    ) -> None:
+        super().__init__()
+        low, high = ACT_BITS_RANGE
+        if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+            raise SchemeError(f"activation bits must be an integer in {low}..{high}, got {bits!r}")
+        if method not in ("mse", "percentile"):
+            raise CalibrationError(f"unknown calibration method {method!r}; use mse or percentile")
+        self.bits = bits
+        self.signed = signed
+        self.method: CalibrationMethod = method
+        self.enabled = True
+        self.alpha = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self._samples: list[Tensor] | None = None
+        self._min = float("inf")
+
+    @property
+    def levels(self) -> int:
+        """Non-zero levels on one side of zero (LSQ's ``Q_p``)."""
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+    @property
+    def step(self) -> Tensor:
+        """The quantisation step (the integer engine's activation scale)."""
+        return self.alpha.detach().clamp_min(MIN_SCALE) / self.levels
+
+    def start_calibration(self) -> None:
+        self._samples = []
+        self._min = float("inf")
+        self._generator = torch.Generator().manual_seed(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._samples is not None:
+            self._observe(x)
+            return x
+        if not self.enabled:
+            return x
+        if not bool(self.calibrated):
+            raise CalibrationError(
+                "activation quantiser is not calibrated: pass calibration data to "
+                "mixq.quantize or call mixq.calibrate(model, data)"
+            )
+        factor = 1.0 / (max(x[0].numel(), 1) * self.levels) ** 0.5
+        return quantize_uniform(x, scale_gradient(self.alpha, factor), self.bits,
+                                signed=bool(self.signed))
+
+    def _observe(self, x: Tensor) -> None:
+        flat = x.detach().float().flatten().cpu()
+        if flat.numel() == 0:
+            return
+        if not torch.isfinite(flat).all():
+            raise CalibrationError("calibration activations contain NaN or Inf")
+        self._min = min(self._min, float(flat.min()))
+        if flat.numel() > _SAMPLES_PER_BATCH:
+            picks = torch.randint(flat.numel(), (_SAMPLES_PER_BATCH,), generator=self._generator)
+            flat = flat[picks]
+        assert self._samples is not None
+        self._samples.append(flat)
+
+    @torch.no_grad()
+    def finish_calibration(self) -> None:
+        """Set the clip level from what :meth:`forward` observed since the start."""
+        if not self._samples:
+            self._samples = None
+            raise CalibrationError("no activations were observed during calibration")
+        sample = torch.cat(self._samples)[-_MAX_SAMPLES:]
+        self._samples = None
+        if self.signed is None:
+            self.signed = self._min < 0
+        magnitude = sample.abs() if self.signed else sample.clamp_min(0)
+        if self.method == "percentile":
+            k = max(1, int(round(_PERCENTILE * magnitude.numel())))
+            alpha = magnitude.kthvalue(k).values
+        else:
+            alpha = self._mse_clip(sample, magnitude)
+        self.alpha.copy_(alpha.clamp_min(MIN_SCALE))
+        self.calibrated.fill_(True)
+
+    def _mse_clip(self, sample: Tensor, magnitude: Tensor) -> Tensor:
+        peak = magnitude.max().clamp_min(MIN_SCALE)
+        best, best_error = peak, float("inf")
+        for fraction in torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS):
+            alpha = peak * fraction
+            error = float((quantize_uniform(sample, alpha, self.bits, signed=bool(self.signed))
+                           - sample).pow(2).mean())
+            if error < best_error:
+                best, best_error = alpha, error
+        return best
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"bits": self.bits, "signed": self.signed, "method": self.method}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.bits, self.signed, self.method = state["bits"], state["signed"], state["method"]
+
+    def extra_repr(self) -> str:
+        kind = {None: "auto", True: "signed", False: "unsigned"}[self.signed]
+        return f"bits={self.bits}, {kind}, method={self.method}"

@@ -1,0 +1,166 @@
+"""Quantised layers: ``QuantConv2d`` (grouped, depthwise, optional folded BN) and
+``QuantLinear``. Each quantises its input activation per tensor and its weight per row.
+
+A Conv2d weight ``(out, in/groups, kh, kw)`` is seen as ``out`` rows of ``in/groups*kh*kw``
+elements; a Linear weight ``(out, in)`` as ``out`` rows of ``in``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mixq.assignment import RowAssignment
+from mixq.nn.act_quant import ActQuantizer, CalibrationMethod
+from mixq.nn.weight_quant import RowWeightQuantizer
+
+
+class _RowQuantMixin:
+    """What both quantised layers share: the quantisers and the row view of the weight."""
+
+    weight: Tensor
+    weight_quant: RowWeightQuantizer
+    act_quant: ActQuantizer | None
+
+    def _init_quantizers(
+        self,
+        assignment: RowAssignment,
+        act_bits: int,
+        act_signed: bool | None,
+        act_method: CalibrationMethod,
+    ) -> None:
+        rows = self.weight.shape[0]
+        self.weight_quant = RowWeightQuantizer(assignment, self.weight[0].numel())
+        # act_bits == 0 leaves the layer's input in float.
+        self.act_quant = ActQuantizer(act_bits, act_signed, act_method) if act_bits else None
+        if assignment.rows != rows:
+            raise ValueError(f"assignment has {assignment.rows} rows, weight has {rows}")
+
+    @property
+    def assignment(self) -> RowAssignment:
+        return self.weight_quant.assignment
+
+    def effective_weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The weight and bias the quantiser sees (BN folded in, where there is one)."""
+        return self.weight, getattr(self, "bias", None)
+
+    def weight_rows(self) -> Tensor:
+        """The effective weight as ``(rows, elements)``."""
+        weight, _ = self.effective_weight_bias()
+        return weight.reshape(weight.shape[0], -1)
+
+    def quantized_weight(self) -> Tensor:
+        """The fake-quantised effective weight, in the layer's weight shape."""
+        weight, _ = self.effective_weight_bias()
+        return self.weight_quant(weight.reshape(weight.shape[0], -1)).reshape(weight.shape)
+
+    def _quantize_input(self, x: Tensor) -> Tensor:
+        return self.act_quant(x) if self.act_quant is not None else x
+
+
+class QuantConv2d(_RowQuantMixin, nn.Conv2d):
+    """A Conv2d with row-wise quantised weights, a quantised input and optionally a folded BN.
+
+    With a BN, the weight that is quantised is ``W * gamma / sqrt(var + eps)`` and the bias
+    ``beta + (b - mean) * gamma / sqrt(var + eps)``, exactly what the integer engine runs.
+    While ``bn_frozen`` (the default) the running statistics are used in training too, so
+    training costs a single convolution; unfrozen, a no-grad float convolution first
+    measures the batch statistics and updates the running ones (Jacob et al., 2018).
+    """
+
+    bn: nn.BatchNorm2d | None
+
+    @classmethod
+    def from_float(
+        cls,
+        conv: nn.Conv2d,
+        assignment: RowAssignment,
+        *,
+        bn: nn.BatchNorm2d | None = None,
+        act_bits: int = 8,
+        act_signed: bool | None = None,
+        act_method: CalibrationMethod = "mse",
+    ) -> QuantConv2d:
+        layer = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode,
+            device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        layer.bn = bn
+        layer.bn_frozen = True
+        layer.train(conv.training)
+        layer._init_quantizers(assignment, act_bits, act_signed, act_method)
+        return layer
+
+    def effective_weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        if self.bn is None:
+            return self.weight, self.bias
+        return self._fold(self.bn.running_mean, self.bn.running_var)
+
+    def _fold(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.bn is not None
+        gamma = self.bn.weight if self.bn.affine else torch.ones_like(mean)
+        beta = self.bn.bias if self.bn.affine else torch.zeros_like(mean)
+        gain = gamma / torch.sqrt(var + self.bn.eps)  # (out,)
+        bias = self.bias if self.bias is not None else torch.zeros_like(mean)
+        return self.weight * gain.view(-1, 1, 1, 1), beta + (bias - mean) * gain
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._quantize_input(x)
+        if self.bn is not None and self.training and not self.bn_frozen:
+            weight, bias = self._fold(*self._batch_statistics(x))
+        else:
+            weight, bias = self.effective_weight_bias()
+        weight_q = self.weight_quant(weight.reshape(weight.shape[0], -1)).reshape(weight.shape)
+        return self._conv_forward(x, weight_q, bias)
+
+    @torch.no_grad()
+    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.bn is not None
+        y = self._conv_forward(x, self.weight, self.bias)
+        mean = y.mean(dim=(0, 2, 3))
+        var = y.var(dim=(0, 2, 3), unbiased=False)
+        count = y.numel() / y.shape[1]
+        momentum = self.bn.momentum if self.bn.momentum is not None else 0.1
+        self.bn.running_mean.lerp_(mean, momentum)
+        self.bn.running_var.lerp_(var * count / max(count - 1, 1), momentum)
+        self.bn.num_batches_tracked += 1
+        return mean, var
+
+
+class QuantLinear(_RowQuantMixin, nn.Linear):
+    """A Linear layer with row-wise quantised weights and a quantised input."""
+
+    @classmethod
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        assignment: RowAssignment,
+        *,
+        act_bits: int = 8,
+        act_signed: bool | None = None,
+        act_method: CalibrationMethod = "mse",
+    ) -> QuantLinear:
+        layer = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            device=linear.weight.device, dtype=linear.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.train(linear.training)
+        layer._init_quantizers(assignment, act_bits, act_signed, act_method)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self._quantize_input(x), self.quantized_weight(), self.bias)
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear)

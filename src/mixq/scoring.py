@@ -1,0 +1,62 @@
+"""Row scorers: how much each row of a layer needs the higher precision (pluggable).
+
+A scorer maps ``(layer name, weight rows (R, C), ratio)`` to ``R`` scores; the rows with
+the highest scores take the candidates with the most bits. The Hessian scorer (per-row
+trace times perturbation) plugs in here through the same signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mixq.errors import RecipeError
+from mixq.ratio import Ratio
+from mixq.scale_init import init_scale, row_squared_error
+
+RowScorer = Callable[[str, Tensor, Ratio], np.ndarray]
+
+
+def magnitude_scorer(name: str, w_rows: Tensor, ratio: Ratio) -> np.ndarray:
+    """``||w_r||^2``: rows that carry more energy matter more."""
+    del name, ratio
+    return w_rows.detach().pow(2).sum(dim=1).double().cpu().numpy()
+
+
+def perturbation_scorer(name: str, w_rows: Tensor, ratio: Ratio) -> np.ndarray:
+    """``||Q(w_r) - w_r||^2`` under the ratio's lowest-bit candidate: the error a row would
+    suffer if it were not promoted (HAWQ's perturbation, without the Hessian factor).
+    Among equal-bit candidates the one with the least total error stands for the group."""
+    del name
+    w = w_rows.detach()
+    lowest = min(c.bits for c in ratio.candidates)
+    errors = [
+        row_squared_error(w, init_scale(w, c, "mse"), c)
+        for c in ratio.candidates if c.bits == lowest
+    ]
+    best = min(errors, key=lambda e: float(e.sum()))
+    return best.double().cpu().numpy()
+
+
+SCORERS: dict[str, RowScorer] = {
+    "magnitude": magnitude_scorer,
+    "perturbation": perturbation_scorer,
+}
+
+
+def get_scorer(scorer: str | RowScorer) -> RowScorer:
+    if callable(scorer):
+        return scorer
+    if scorer not in SCORERS:
+        raise RecipeError(f"unknown row scorer {scorer!r}; known: {', '.join(SCORERS)}")
+    return SCORERS[scorer]
+
+
+def row_shape(w_rows: Tensor) -> np.ndarray:
+    """``var(w_r) / max(w_r^2)``: low for bell-shaped rows, about 1/3 for flat ones."""
+    w = w_rows.detach().double()
+    peak = w.pow(2).amax(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+    return (w.var(dim=1, unbiased=False) / peak).cpu().numpy()
