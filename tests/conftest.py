@@ -1,0 +1,26 @@
+"""Shared fixtures: where the real data of ``../shared/data`` lies, or a skip when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mixq.data import default_data_root
+from mixq.errors import DataError
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real data with ``data``, so ``-m "not data"`` works."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (``../shared/data`` from the repository root)."""
+    try:
+        return default_data_root()
+    except DataError as exc:
+        pytest.skip(f"real data not available: {exc}")
