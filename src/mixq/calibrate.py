@@ -52,8 +52,9 @@ def calibrate(
     used = 0
     try:
         stream = itertools.islice(data, batches)
-        for batch in tqdm(stream, total=batches, desc="calibrate", disable=not progress,
-                          leave=False):
+        for batch in tqdm(
+            stream, total=batches, desc="calibrate", disable=not progress, leave=False
+        ):
             run_batch(model, batch, device)
             used += 1
         if used == 0:
@@ -62,7 +63,9 @@ def calibrate(
             try:
                 q.finish_calibration()
             except CalibrationError as exc:
-                raise CalibrationError(f"{name}: {exc} (is the layer on the forward path?)") from None
+                raise CalibrationError(
+                    f"{name}: {exc} (is the layer on the forward path?)"
+                ) from None
     finally:
         for q in quantizers:
             q._samples = None

@@ -29,16 +29,22 @@ FORMAT_VERSION = 1
 _HEADER_KEY = "mixq"
 
 
-def save_quantized(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
+def save_quantized(
+    model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None
+) -> None:
     """Write ``model`` to ``path`` (a temporary file, then a rename: never half-written)."""
     state = model.state_dict()
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()
-               if torch.is_tensor(v)}
+    tensors = {
+        k: v.detach().cpu().clone().contiguous() for k, v in state.items() if torch.is_tensor(v)
+    }
     header = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "layers": [_layer_entry(name, m) for name, m in model.named_modules()
-                   if isinstance(m, QUANT_LAYERS)],
+        "layers": [
+            _layer_entry(name, m)
+            for name, m in model.named_modules()
+            if isinstance(m, QUANT_LAYERS)
+        ],
         "extra_state": {k: v for k, v in state.items() if not torch.is_tensor(v)},
         "extra": extra or {},
     }
@@ -117,13 +123,17 @@ def _rebuild_layer(model: nn.Module, entry: dict[str, Any], path: str | Path) ->
         name = entry["name"]
         float_layer = model.get_submodule(name)
         bn = model.get_submodule(entry["bn"]) if entry["bn"] else None
-        placeholder = RowAssignment(tuple(entry["candidates"]),
-                                    torch.zeros(float_layer.weight.shape[0], dtype=torch.int64))
+        placeholder = RowAssignment(
+            tuple(entry["candidates"]), torch.zeros(float_layer.weight.shape[0], dtype=torch.int64)
+        )
     except (AttributeError, KeyError, TypeError, MixqError) as exc:
-        raise CheckpointError(f"{path}: layer entry {entry!r} does not fit the model: {exc}") from None
+        raise CheckpointError(
+            f"{path}: layer entry {entry!r} does not fit the model: {exc}"
+        ) from None
     if entry["kind"] == "conv2d" and isinstance(float_layer, nn.Conv2d):
-        layer: nn.Module = QuantConv2d.from_float(float_layer, placeholder, bn=bn,
-                                                  act_bits=entry["act_bits"])
+        layer: nn.Module = QuantConv2d.from_float(
+            float_layer, placeholder, bn=bn, act_bits=entry["act_bits"]
+        )
     elif entry["kind"] == "linear" and isinstance(float_layer, nn.Linear):
         layer = QuantLinear.from_float(float_layer, placeholder, act_bits=entry["act_bits"])
     else:

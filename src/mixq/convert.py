@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from mixq.errors import (
 from mixq.fold import find_conv_bn_pairs
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 from mixq.nn.weight_quant import quantization_errors
+from mixq.ptq.rounding import apply_error_feedback
 from mixq.recipe import LayerConfig, Recipe
 from mixq.scoring import RowScorer, get_scorer, row_shape
 
@@ -32,7 +34,8 @@ QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 def quantizable_layer_names(model: nn.Module) -> list[str]:
     """Names of the Conv2d and Linear layers not yet quantised, in module order."""
     return [
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, QUANTIZABLE_TYPES) and not isinstance(module, QUANT_LAYERS)
     ]
 
@@ -51,8 +54,11 @@ def quantize(
 
     Weights get their row assignment and clip levels at once; activation quantisers are
     calibrated on ``calibration_data`` (batches as a model input, an ``(input, target)``
-    pair, or a dict of keyword inputs). Without data they stay uncalibrated until
-    :func:`mixq.calibrate` runs. ``row_scorer`` overrides the recipe's (e.g. a Hessian one).
+    pair, or a dict of keyword inputs), and with the recipe's ``weight_rounding="gptq"``
+    (the default) the weights are then rounded with error feedback on the same batches.
+    Without data, weights are rounded to nearest and activation quantisers stay
+    uncalibrated until :func:`mixq.calibrate` runs. ``row_scorer`` overrides the recipe's
+    (a Hessian scorer, say).
 
     >>> import torch
     >>> from torch import nn
@@ -78,8 +84,16 @@ def quantize(
     for name, config in configs.items():
         if config is not None:
             _swap_layer(target, name, config, recipe, bn_pairs.get(name), scorer)
-    if calibration_data is not None:
-        calibrate(target, calibration_data, batches=calibration_batches, progress=progress)
+    if calibration_data is None:
+        return target
+    # Calibration and rounding both read the batches: fetch them once (a generator would
+    # be exhausted by the first pass).
+    batches = list(itertools.islice(calibration_data, calibration_batches))
+    calibrate(target, batches, batches=calibration_batches, progress=progress)
+    if recipe.weight_rounding == "gptq":
+        apply_error_feedback(target, batches, batches=calibration_batches, progress=progress)
+        # Activation ranges were measured with nearest-rounded weights: measure again.
+        calibrate(target, batches, batches=calibration_batches, progress=progress)
     return target
 
 
@@ -94,8 +108,11 @@ def _check_rules(model: nn.Module, recipe: Recipe) -> list[str]:
                 "Conv2d and Linear layers"
             )
     for rule in recipe.unused_rules(names):
-        warnings.warn(f"recipe rule {rule.match!r} matches no quantisable layer",
-                      UnusedRuleWarning, stacklevel=3)
+        warnings.warn(
+            f"recipe rule {rule.match!r} matches no quantisable layer",
+            UnusedRuleWarning,
+            stacklevel=3,
+        )
     return names
 
 
@@ -111,11 +128,15 @@ def _swap_layer(
     bn = model.get_submodule(bn_name) if bn_name else None
     _check_finite(name, float_layer, bn)
     placeholder = RowAssignment.uniform(config.ratio.candidates[0], float_layer.weight.shape[0])
-    kwargs = {"act_bits": config.act_bits, "act_signed": config.act_signed,
-              "act_method": recipe.act_method}
+    kwargs = {
+        "act_bits": config.act_bits,
+        "act_signed": config.act_signed,
+        "act_method": recipe.act_method,
+    }
     if isinstance(float_layer, nn.Conv2d):
         layer: QuantConv2d | QuantLinear = QuantConv2d.from_float(
-            float_layer, placeholder, bn=bn, **kwargs)
+            float_layer, placeholder, bn=bn, **kwargs
+        )
     else:
         layer = QuantLinear.from_float(float_layer, placeholder, **kwargs)
     w_rows = layer.weight_rows().detach()
@@ -135,8 +156,10 @@ def _assign(
         return RowAssignment.uniform(ratio.candidates[0], w_rows.shape[0])
     errors = {}
     if recipe.scheme_rule == "error":
-        errors = {c: e.double().cpu().numpy()
-                  for c, e in quantization_errors(w_rows, ratio.candidates).items()}
+        errors = {
+            c: e.double().cpu().numpy()
+            for c, e in quantization_errors(w_rows, ratio.candidates).items()
+        }
     stats = RowStats(scorer(name, w_rows, ratio), row_shape(w_rows), errors)
     return assign_rows(ratio, stats, recipe.scheme_rule)
 
@@ -154,6 +177,3 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
-
-
-from mixq.summary import describe  # noqa: E402  (doctest above uses it)

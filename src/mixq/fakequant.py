@@ -57,9 +57,7 @@ def fake_quant_rows(w_rows: Tensor, alpha: Tensor, candidate: Candidate) -> Tens
     return q * scale
 
 
-def quantize_uniform(
-    x: Tensor, alpha: Tensor, bits: int, *, signed: bool
-) -> Tensor:
+def quantize_uniform(x: Tensor, alpha: Tensor, bits: int, *, signed: bool) -> Tensor:
     """Per-tensor uniform fake quantisation of activations with clip ``alpha`` (a scalar).
 
     Unsigned uses ``2^bits - 1`` steps over ``[0, alpha]``; signed uses the symmetric

@@ -8,7 +8,7 @@ the integer engine and the hardware use.
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -21,7 +21,7 @@ def sp2_term_bits(bits: int) -> tuple[int, int]:
     return bits - 1 - m2, m2
 
 
-@lru_cache(maxsize=None)
+@cache
 def exact_magnitudes(candidate: Candidate) -> tuple[Fraction, ...]:
     """The grid's magnitudes as exact fractions, ascending, the largest equal to 1.
 
@@ -50,7 +50,7 @@ def magnitudes(candidate: Candidate) -> tuple[float, ...]:
     return tuple(float(m) for m in exact_magnitudes(candidate))
 
 
-@lru_cache(maxsize=None)
+@cache
 def integer_magnitudes(candidate: Candidate) -> tuple[tuple[int, ...], int]:
     """Magnitudes as integers over one denominator: ``m = integer / denominator`` exactly.
 
@@ -80,7 +80,7 @@ def positive_levels(candidate: Candidate) -> int:
     return len(exact_magnitudes(candidate)) - 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signed_grid_cpu(candidate: Candidate) -> tuple[torch.Tensor, torch.Tensor]:
     mags = torch.tensor(magnitudes(candidate), dtype=torch.float32)
     levels = torch.cat([-mags.flip(0)[:-1], mags])  # symmetric, zero once

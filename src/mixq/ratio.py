@@ -13,7 +13,6 @@ from mixq.schemes import Candidate
 SUM_TOLERANCE = 1e-6
 
 
-
 @dataclass(frozen=True)
 class Ratio:
     """Shares of rows per candidate, e.g. 60% SP2-4, 35% Fixed-4, 5% Fixed-8.
@@ -83,7 +82,8 @@ Candidate(scheme=<Scheme.FIXED: 'fixed'>, bits=8): 1}
         counts = [math.floor(x + 1e-9) for x in exact]
         order = sorted(
             range(len(exact)),
-            key=lambda i: (-(exact[i] - counts[i]), -self.shares[i][0].bits, i),
+            # Rounded, so remainders equal but for float noise (0.85 * 4 vs 0.1 * 4) tie.
+            key=lambda i: (-round(exact[i] - counts[i], 9), -self.shares[i][0].bits, i),
         )
         for i in order[: rows - sum(counts)]:
             counts[i] += 1

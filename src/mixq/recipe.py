@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -26,6 +26,8 @@ from mixq.ratio import Ratio
 from mixq.scale_init import ScaleMethod
 
 RECIPE_VERSION = 1
+
+WeightRounding = Literal["nearest", "gptq"]
 
 PRESET_RATIOS: dict[str, str] = {
     "fixed4": "fixed-4",
@@ -39,8 +41,14 @@ PRESET_RATIOS: dict[str, str] = {
 
 def _check_act_bits(bits: int) -> int:
     low, high = ACT_BITS_RANGE
-    if isinstance(bits, bool) or not isinstance(bits, int) or not (bits == 0 or low <= bits <= high):
-        raise SchemeError(f"act_bits must be 0 (float) or an integer in {low}..{high}, got {bits!r}")
+    if (
+        isinstance(bits, bool)
+        or not isinstance(bits, int)
+        or not (bits == 0 or low <= bits <= high)
+    ):
+        raise SchemeError(
+            f"act_bits must be 0 (float) or an integer in {low}..{high}, got {bits!r}"
+        )
     return bits
 
 
@@ -115,19 +123,26 @@ class Recipe:
     rules: tuple[Rule, ...] = ()
     scheme_rule: SchemeRule = "variance"  # how rows of equal bits pick a scheme
     row_scorer: str = "perturbation"  # which rows keep the higher precision
-    scale_method: ScaleMethod = "mse"  # per-row clip initialisation
+    scale_method: ScaleMethod = "max"  # per-row clip initialisation (see README: PTQ)
     act_method: CalibrationMethod = "mse"  # activation clip calibration
     fold_bn: bool = True  # fold BatchNorm into the preceding conv
+    weight_rounding: WeightRounding = "gptq"  # "nearest", or error feedback with data
     version: int = field(default=RECIPE_VERSION)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
         if self.scheme_rule not in ("variance", "error"):
-            raise RecipeError(f"scheme_rule must be 'variance' or 'error', got {self.scheme_rule!r}")
+            raise RecipeError(
+                f"scheme_rule must be 'variance' or 'error', got {self.scheme_rule!r}"
+            )
         if self.scale_method not in ("max", "mse"):
             raise RecipeError(f"scale_method must be 'max' or 'mse', got {self.scale_method!r}")
         if self.act_method not in ("mse", "percentile"):
             raise RecipeError(f"act_method must be 'mse' or 'percentile', got {self.act_method!r}")
+        if self.weight_rounding not in ("nearest", "gptq"):
+            raise RecipeError(
+                f"weight_rounding must be 'nearest' or 'gptq', got {self.weight_rounding!r}"
+            )
         if self.version != RECIPE_VERSION:
             raise RecipeError(f"recipe version {self.version} is not supported ({RECIPE_VERSION})")
 
@@ -172,7 +187,8 @@ class Recipe:
     def unused_rules(self, names: Sequence[str]) -> list[Rule]:
         count = len(names)
         return [
-            rule for rule in self.rules
+            rule
+            for rule in self.rules
             if not any(rule.matches(n, i, count) for i, n in enumerate(names))
         ]
 
@@ -186,17 +202,29 @@ class Recipe:
             "scale_method": self.scale_method,
             "act_method": self.act_method,
             "fold_bn": self.fold_bn,
+            "weight_rounding": self.weight_rounding,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         if not isinstance(data, Mapping):
             raise RecipeError(f"a recipe must be a mapping, got {type(data).__name__}")
-        known = {"version", "default", "rules", "scheme_rule", "row_scorer", "scale_method",
-                 "act_method", "fold_bn"}
+        known = {
+            "version",
+            "default",
+            "rules",
+            "scheme_rule",
+            "row_scorer",
+            "scale_method",
+            "act_method",
+            "fold_bn",
+            "weight_rounding",
+        }
         _reject_unknown(data, known, "recipe")
         if "default" not in data:
             raise RecipeError("recipe has no 'default' entry")
+        if not isinstance(data.get("rules") or [], list | tuple):
+            raise RecipeError(f"'rules' must be a list of rules, got {data['rules']!r}")
         try:
             return cls(
                 default=_config_from_dict(data["default"]),
@@ -253,8 +281,11 @@ def _reject_unknown(data: Mapping[str, Any], known: set[str], where: str) -> Non
 
 
 def _config_to_dict(config: LayerConfig) -> dict[str, Any]:
-    return {"ratio": config.ratio.to_dict(), "act_bits": config.act_bits,
-            "act_signed": config.act_signed}
+    return {
+        "ratio": config.ratio.to_dict(),
+        "act_bits": config.act_bits,
+        "act_signed": config.act_signed,
+    }
 
 
 def _config_from_dict(data: Any) -> LayerConfig:
@@ -263,8 +294,7 @@ def _config_from_dict(data: Any) -> LayerConfig:
     _reject_unknown(data, {"ratio", "act_bits", "act_signed"}, "default")
     if "ratio" not in data:
         raise RecipeError("recipe 'default' has no 'ratio'")
-    return LayerConfig(Ratio.parse(data["ratio"]), data.get("act_bits", 8),
-                       data.get("act_signed"))
+    return LayerConfig(Ratio.parse(data["ratio"]), data.get("act_bits", 8), data.get("act_signed"))
 
 
 def _rule_to_dict(rule: Rule) -> dict[str, Any]:
@@ -285,5 +315,10 @@ def _rule_from_dict(data: Any) -> Rule:
         raise RecipeError(f"each rule needs a 'match' entry, got {data!r}")
     _reject_unknown(data, {"match", "skip", "ratio", "act_bits", "act_signed"}, "rule")
     ratio = Ratio.parse(data["ratio"]) if data.get("ratio") is not None else None
-    return Rule(str(data["match"]), bool(data.get("skip", False)), ratio,
-                data.get("act_bits"), data.get("act_signed"))
+    return Rule(
+        str(data["match"]),
+        bool(data.get("skip", False)),
+        ratio,
+        data.get("act_bits"),
+        data.get("act_signed"),
+    )

@@ -31,8 +31,10 @@ def row_squared_error(w_rows: Tensor, alpha: Tensor, candidate: Candidate) -> Te
 def mse_scale(w_rows: Tensor, candidate: Candidate) -> Tensor:
     """For each row, the clip level (a fraction of max |w|) with the least squared error.
 
+    The optimum below is that of ``7 (a - 0.3)^2 + (1 - a)^2``: the outlier is clipped.
+
     >>> w = torch.tensor([[1.0, 0.3, 0.3, 0.3, 0.3, -0.3, 0.3, 0.3]])
-    >>> round(float(mse_scale(w, Candidate.parse("fixed-2"))), 3)  # the optimum of 7(a-0.3)^2 + (1-a)^2
+    >>> round(float(mse_scale(w, Candidate.parse("fixed-2"))), 3)
     0.39
     """
     w = w_rows.detach()

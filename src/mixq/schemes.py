@@ -55,9 +55,7 @@ class Candidate:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
             raise SchemeError(f"bits must be an integer, got {self.bits!r}")
         if not low <= self.bits <= high:
-            raise SchemeError(
-                f"{self.scheme.value} supports {low}..{high} bits, got {self.bits}"
-            )
+            raise SchemeError(f"{self.scheme.value} supports {low}..{high} bits, got {self.bits}")
 
     @classmethod
     def parse(cls, text: str | Candidate) -> Candidate:

@@ -35,7 +35,8 @@ def perturbation_scorer(name: str, w_rows: Tensor, ratio: Ratio) -> np.ndarray:
     lowest = min(c.bits for c in ratio.candidates)
     errors = [
         row_squared_error(w, init_scale(w, c, "mse"), c)
-        for c in ratio.candidates if c.bits == lowest
+        for c in ratio.candidates
+        if c.bits == lowest
     ]
     best = min(errors, key=lambda e: float(e.sum()))
     return best.double().cpu().numpy()

@@ -54,7 +54,8 @@ def describe(model: nn.Module) -> ModelSummary:
             layers.append(_layer_summary(name, module))
             owned.update(id(p) for p in module.parameters())
     float_layers = [
-        name for name, m in model.named_modules()
+        name
+        for name, m in model.named_modules()
         if isinstance(m, nn.Conv2d | nn.Linear) and not isinstance(m, QUANT_LAYERS)
     ]
     other = sum(p.numel() for p in model.parameters() if id(p) not in owned)

@@ -61,8 +61,9 @@ def assign_rows(ratio: Ratio, stats: RowStats, rule: SchemeRule = "variance") ->
     index = {c: i for i, c in enumerate(candidates)}
     codes = np.full(rows, -1, dtype=np.int64)
     # Stable sort on -sensitivity: equal scores keep row order, so results are reproducible.
-    by_sensitivity = list(np.argsort(-np.asarray(stats.sensitivity, dtype=np.float64),
-                                     kind="stable"))
+    by_sensitivity = list(
+        np.argsort(-np.asarray(stats.sensitivity, dtype=np.float64), kind="stable")
+    )
     for bits in sorted({c.bits for c in candidates}, reverse=True):
         group = [c for c in candidates if c.bits == bits]
         taken = sum(counts[c] for c in group)

@@ -76,8 +76,9 @@ class ActQuantizer(nn.Module):
                 "mixq.quantize or call mixq.calibrate(model, data)"
             )
         factor = 1.0 / (max(x[0].numel(), 1) * self.levels) ** 0.5
-        return quantize_uniform(x, scale_gradient(self.alpha, factor), self.bits,
-                                signed=bool(self.signed))
+        return quantize_uniform(
+            x, scale_gradient(self.alpha, factor), self.bits, signed=bool(self.signed)
+        )
 
     def _observe(self, x: Tensor) -> None:
         flat = x.detach().float().flatten().cpu()
@@ -104,7 +105,7 @@ class ActQuantizer(nn.Module):
             self.signed = self._min < 0
         magnitude = sample.abs() if self.signed else sample.clamp_min(0)
         if self.method == "percentile":
-            k = max(1, int(round(_PERCENTILE * magnitude.numel())))
+            k = max(1, round(_PERCENTILE * magnitude.numel()))
             alpha = magnitude.kthvalue(k).values
         else:
             alpha = self._mse_clip(sample, magnitude)
@@ -116,8 +117,11 @@ class ActQuantizer(nn.Module):
         best, best_error = peak, float("inf")
         for fraction in torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS):
             alpha = peak * fraction
-            error = float((quantize_uniform(sample, alpha, self.bits, signed=bool(self.signed))
-                           - sample).pow(2).mean())
+            error = float(
+                (quantize_uniform(sample, alpha, self.bits, signed=bool(self.signed)) - sample)
+                .pow(2)
+                .mean()
+            )
             if error < best_error:
                 best, best_error = alpha, error
         return best

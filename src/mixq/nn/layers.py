@@ -55,6 +55,14 @@ class _RowQuantMixin:
         weight, _ = self.effective_weight_bias()
         return self.weight_quant(weight.reshape(weight.shape[0], -1)).reshape(weight.shape)
 
+    @torch.no_grad()
+    def set_effective_weight(self, w_rows: Tensor) -> None:
+        """Make the effective weight (BN folded in) equal ``w_rows`` (rows, elements)."""
+        self.weight.copy_(self._unfold_gain(w_rows).reshape(self.weight.shape))
+
+    def _unfold_gain(self, w_rows: Tensor) -> Tensor:
+        return w_rows
+
     def _quantize_input(self, x: Tensor) -> Tensor:
         return self.act_quant(x) if self.act_quant is not None else x
 
@@ -83,10 +91,17 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
         act_method: CalibrationMethod = "mse",
     ) -> QuantConv2d:
         layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=conv.bias is not None, padding_mode=conv.padding_mode,
-            device=conv.weight.device, dtype=conv.weight.dtype,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
         )
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
@@ -103,11 +118,23 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
             return self.weight, self.bias
         return self._fold(self.bn.running_mean, self.bn.running_var)
 
-    def _fold(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    def _bn_gain(self, mean: Tensor, var: Tensor) -> Tensor:
         assert self.bn is not None
         gamma = self.bn.weight if self.bn.affine else torch.ones_like(mean)
+        return gamma / torch.sqrt(var + self.bn.eps)  # (out,)
+
+    def _unfold_gain(self, w_rows: Tensor) -> Tensor:
+        if self.bn is None:
+            return w_rows
+        gain = self._bn_gain(self.bn.running_mean, self.bn.running_var).unsqueeze(1)
+        # A row whose BN gain is zero contributes nothing whatever its weight.
+        safe = torch.where(gain.abs() > 1e-12, gain, torch.ones_like(gain))
+        return torch.where(gain.abs() > 1e-12, w_rows / safe, torch.zeros_like(w_rows))
+
+    def _fold(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.bn is not None
         beta = self.bn.bias if self.bn.affine else torch.zeros_like(mean)
-        gain = gamma / torch.sqrt(var + self.bn.eps)  # (out,)
+        gain = self._bn_gain(mean, var)
         bias = self.bias if self.bias is not None else torch.zeros_like(mean)
         return self.weight * gain.view(-1, 1, 1, 1), beta + (bias - mean) * gain
 
@@ -148,8 +175,11 @@ class QuantLinear(_RowQuantMixin, nn.Linear):
         act_method: CalibrationMethod = "mse",
     ) -> QuantLinear:
         layer = cls(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            device=linear.weight.device, dtype=linear.weight.dtype,
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
         )
         with torch.no_grad():
             layer.weight.copy_(linear.weight)

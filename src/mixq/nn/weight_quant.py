@@ -47,7 +47,9 @@ class RowWeightQuantizer(nn.Module):
     def set_assignment(self, assignment: RowAssignment) -> None:
         """Use a new row assignment (clip levels are kept; call :meth:`init_scales` after)."""
         if assignment.rows != self.alpha.numel():
-            raise ValueError(f"assignment has {assignment.rows} rows, layer has {self.alpha.numel()}")
+            raise ValueError(
+                f"assignment has {assignment.rows} rows, layer has {self.alpha.numel()}"
+            )
         self.candidates: tuple[Candidate, ...] = assignment.candidates
         self.row_codes.copy_(torch.from_numpy(assignment.codes.copy()))
         self._group_rows()

@@ -1,0 +1,62 @@
+"""GPTQ-style rounding with error feedback (Frantar et al., 2023), for row-wise mixed grids.
+
+Columns are quantised one at a time; each column's rounding error is spread over the
+columns not yet quantised, weighted by the inverse of the layer input's second-moment
+matrix ``H = E[x x^T]``, so that the layer's *output* error stays small. Each row keeps its
+own grid and clip level, so mixed schemes and precisions need nothing special: a column is
+quantised with every row on its own candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+# Added to H's diagonal, as a fraction of its mean, so the Cholesky factorisation exists.
+DAMPING = 0.01
+
+
+def gptq_rows(
+    w_rows: Tensor, hessian: Tensor, quantize_column: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """Quantise ``w_rows`` (R, C) column by column; ``hessian`` is ``E[x x^T]`` (C, C).
+
+    ``quantize_column`` maps a column (R,) to its quantised values (each row on its grid).
+    Returns the quantised weights (R, C), every value on its row's grid.
+
+    >>> w = torch.tensor([[0.30, 0.20], [0.55, -0.40]])
+    >>> x = torch.tensor([[1.0, 1.0], [1.0, 0.9], [0.9, 1.0]])  # strongly correlated inputs
+    >>> q = gptq_rows(w, x.T @ x / 3, lambda col: torch.round(col * 4) / 4)
+    >>> bool(((q @ x.T - w @ x.T).norm()) <= ((torch.round(w * 4) / 4) @ x.T - w @ x.T).norm())
+    True
+    """
+    w = w_rows.detach().double().clone()
+    h = hessian.detach().double().clone()
+    dead = torch.diagonal(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    upper = _inverse_cholesky_upper(h)
+    quantized = torch.zeros_like(w)
+    for col in range(w.shape[1]):
+        q = quantize_column(w[:, col].to(w_rows.dtype)).double()
+        quantized[:, col] = q
+        error = (w[:, col] - q) / upper[col, col]
+        w[:, col + 1 :] -= error.unsqueeze(1) * upper[col, col + 1 :].unsqueeze(0)
+    return quantized.to(w_rows.dtype)
+
+
+def _inverse_cholesky_upper(h: Tensor) -> Tensor:
+    """Upper Cholesky factor of ``H^-1``, which gives GPTQ's update coefficients."""
+    for attempt in range(6):
+        try:
+            lower = torch.linalg.cholesky(h)
+            inverse = torch.cholesky_inverse(lower)
+            return torch.linalg.cholesky(inverse, upper=True)
+        except torch.linalg.LinAlgError:
+            h = h + (10.0**attempt) * DAMPING * torch.diagonal(h).mean() * torch.eye(
+                h.shape[0], dtype=h.dtype
+            )
+    raise torch.linalg.LinAlgError("input second-moment matrix is not positive definite")
