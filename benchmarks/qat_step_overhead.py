@@ -76,14 +76,28 @@ def main() -> None:
             float_times.append(float_step())
             quant_times.append(quant_step())
         float_s, quant_s = statistics.median(float_times), statistics.median(quant_times)
-        rows.append({"method": name, "batch": args.batch, "float_step_s": round(float_s, 4),
-                     "quant_step_s": round(quant_s, 4),
-                     "step_time_ratio": round(quant_s / float_s, 3)})
-        print(f"{name:<22} float {float_s:.3f} s  quantised {quant_s:.3f} s  "
-              f"ratio {quant_s / float_s:.2f}", flush=True)
-    settings = {"runs": args.runs, "batch": args.batch, "threads": args.threads,
-                "model": "resnet20", "optimizer": "SGD momentum 0.9",
-                "timing": "median of alternating steps, after 2 warm-up steps each"}
+        rows.append(
+            {
+                "method": name,
+                "batch": args.batch,
+                "float_step_s": round(float_s, 4),
+                "quant_step_s": round(quant_s, 4),
+                "step_time_ratio": round(quant_s / float_s, 3),
+            }
+        )
+        print(
+            f"{name:<22} float {float_s:.3f} s  quantised {quant_s:.3f} s  "
+            f"ratio {quant_s / float_s:.2f}",
+            flush=True,
+        )
+    settings = {
+        "runs": args.runs,
+        "batch": args.batch,
+        "threads": args.threads,
+        "model": "resnet20",
+        "optimizer": "SGD momentum 0.9",
+        "timing": "median of alternating steps, after 2 warm-up steps each",
+    }
     print(f"wrote {write_result('qat_step_overhead', settings, rows, args.output)}")
 
 

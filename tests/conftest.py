@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from mixq.data import default_data_root
 from mixq.errors import DataError
@@ -24,3 +25,9 @@ def shared_data() -> Path:
         return default_data_root()
     except DataError as exc:
         pytest.skip(f"real data not available: {exc}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread() -> None:
+    """One intra-op thread: the suite shares a small machine with benchmarks."""
+    torch.set_num_threads(1)

@@ -62,6 +62,7 @@ def quantize(
 
     >>> import torch
     >>> from torch import nn
+    >>> from mixq.summary import describe
     >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     >>> q = quantize(net, "msp", calibration_data=[torch.randn(32, 8)], progress=False)
     >>> [layer.counts for layer in describe(q).layers]  # first and last stay 8-bit in presets
@@ -158,7 +159,8 @@ def _assign(
     if recipe.scheme_rule == "error":
         errors = {
             c: e.double().cpu().numpy()
-            for c, e in quantization_errors(w_rows, ratio.candidates).items()
+            # With the clip levels the layer will use, so the errors compared are its own.
+            for c, e in quantization_errors(w_rows, ratio.candidates, recipe.scale_method).items()
         }
     stats = RowStats(scorer(name, w_rows, ratio), row_shape(w_rows), errors)
     return assign_rows(ratio, stats, recipe.scheme_rule)

@@ -3,7 +3,8 @@
 A rule's ``match`` is an exact module name, ``re:<regex>`` (full match on the name),
 ``@first`` or ``@last`` (the first or last quantisable layer in module order). Every rule
 that matches a layer applies, in the order written; the fields a rule sets override what
-came before, so a later rule wins. ``skip: true`` leaves the layer in float.
+came before, so a later rule wins. ``skip: true`` leaves the layer in float whatever
+other rules say.
 
 ``act_bits: 0`` leaves a layer's input activation in float.
 """
@@ -177,11 +178,12 @@ class Recipe:
         count = len(names)
         configs: dict[str, LayerConfig | None] = {}
         for position, name in enumerate(names):
-            config: LayerConfig | None = self.default
+            config, skipped = self.default, False
             for rule in self.rules:
                 if rule.matches(name, position, count):
-                    config = None if rule.skip else rule.apply(config or self.default)
-            configs[name] = config
+                    skipped = skipped or rule.skip
+                    config = rule.apply(config)
+            configs[name] = None if skipped else config
         return configs
 
     def unused_rules(self, names: Sequence[str]) -> list[Rule]:

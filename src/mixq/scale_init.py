@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mixq.errors import RecipeError
 from mixq.fakequant import MIN_SCALE, fake_quant_rows
 from mixq.schemes import Candidate
 
@@ -56,4 +57,4 @@ def init_scale(w_rows: Tensor, candidate: Candidate, method: ScaleMethod = "mse"
         return max_abs_scale(w_rows)
     if method == "mse":
         return mse_scale(w_rows, candidate)
-    raise ValueError(f"unknown scale initialisation {method!r}; use 'max' or 'mse'")
+    raise RecipeError(f"unknown scale initialisation {method!r}; use 'max' or 'mse'")

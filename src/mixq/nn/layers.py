@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixq.assignment import RowAssignment
+from mixq.errors import SchemeError
 from mixq.nn.act_quant import ActQuantizer, CalibrationMethod
 from mixq.nn.weight_quant import RowWeightQuantizer
 
@@ -35,7 +36,7 @@ class _RowQuantMixin:
         # act_bits == 0 leaves the layer's input in float.
         self.act_quant = ActQuantizer(act_bits, act_signed, act_method) if act_bits else None
         if assignment.rows != rows:
-            raise ValueError(f"assignment has {assignment.rows} rows, weight has {rows}")
+            raise SchemeError(f"assignment has {assignment.rows} rows, weight has {rows}")
 
     @property
     def assignment(self) -> RowAssignment:

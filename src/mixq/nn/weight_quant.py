@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mixq.assignment import RowAssignment
-from mixq.errors import CheckpointError
+from mixq.errors import CheckpointError, SchemeError
 from mixq.fakequant import fake_quant_rows, lsq_gradient_factor, scale_gradient
 from mixq.scale_init import ScaleMethod, init_scale, row_squared_error
 from mixq.schemes import Candidate
@@ -47,7 +47,7 @@ class RowWeightQuantizer(nn.Module):
     def set_assignment(self, assignment: RowAssignment) -> None:
         """Use a new row assignment (clip levels are kept; call :meth:`init_scales` after)."""
         if assignment.rows != self.alpha.numel():
-            raise ValueError(
+            raise SchemeError(
                 f"assignment has {assignment.rows} rows, layer has {self.alpha.numel()}"
             )
         self.candidates: tuple[Candidate, ...] = assignment.candidates
