@@ -18,12 +18,14 @@ from mixq.calibrate import calibrate
 from mixq.errors import (
     NonFiniteWeightError,
     NoQuantizableLayerError,
+    RecipeError,
     UnsupportedLayerError,
     UnusedRuleWarning,
 )
 from mixq.fold import find_conv_bn_pairs
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 from mixq.nn.weight_quant import quantization_errors
+from mixq.plan import Plan
 from mixq.ptq.rounding import apply_error_feedback
 from mixq.recipe import LayerConfig, Recipe
 from mixq.scoring import RowScorer, get_scorer, row_shape
@@ -47,6 +49,7 @@ def quantize(
     calibration_data: Iterable[Any] | None = None,
     calibration_batches: int = 8,
     row_scorer: str | RowScorer | None = None,
+    plan: Plan | None = None,
     inplace: bool = False,
     progress: bool = True,
 ) -> nn.Module:
@@ -58,7 +61,8 @@ def quantize(
     (the default) the weights are then rounded with error feedback on the same batches.
     Without data, weights are rounded to nearest and activation quantisers stay
     uncalibrated until :func:`mixq.calibrate` runs. ``row_scorer`` overrides the recipe's
-    (a Hessian scorer, say).
+    (a Hessian scorer, say). A ``plan`` (from an allocation method) overrides the recipe
+    for the layers it names, including exact row assignments where it holds them.
 
     >>> import torch
     >>> from torch import nn
@@ -73,6 +77,11 @@ def quantize(
     """
     recipe = Recipe.coerce(recipe)
     target = model if inplace else copy.deepcopy(model)
+    fixed_rows: dict[str, RowAssignment] = {}
+    if plan is not None:
+        _check_plan(target, plan)
+        recipe = plan.apply_to(recipe)
+        fixed_rows = {n: lp.assignment for n, lp in plan.layers.items() if lp.assignment}
     names = _check_rules(target, recipe)
     configs = recipe.resolve(names)
     if not any(configs.values()):
@@ -84,7 +93,9 @@ def quantize(
     scorer = get_scorer(row_scorer if row_scorer is not None else recipe.row_scorer)
     for name, config in configs.items():
         if config is not None:
-            _swap_layer(target, name, config, recipe, bn_pairs.get(name), scorer)
+            _swap_layer(
+                target, name, config, recipe, bn_pairs.get(name), scorer, fixed_rows.get(name)
+            )
     if calibration_data is None:
         return target
     # Calibration and rounding both read the batches: fetch them once (a generator would
@@ -96,6 +107,19 @@ def quantize(
         # Activation ranges were measured with nearest-rounded weights: measure again.
         calibrate(target, batches, batches=calibration_batches, progress=progress)
     return target
+
+
+def _check_plan(model: nn.Module, plan: Plan) -> None:
+    names = set(quantizable_layer_names(model))
+    unknown = sorted(set(plan.layers) - names)
+    if unknown:
+        raise RecipeError(f"the plan names layers this model lacks or cannot quantise: {unknown}")
+    for name, layer in plan.layers.items():
+        rows = model.get_submodule(name).weight.shape[0]
+        if layer.assignment is not None and layer.assignment.rows != rows:
+            raise RecipeError(
+                f"plan for {name!r} assigns {layer.assignment.rows} rows; the layer has {rows}"
+            )
 
 
 def _check_rules(model: nn.Module, recipe: Recipe) -> list[str]:
@@ -124,6 +148,7 @@ def _swap_layer(
     recipe: Recipe,
     bn_name: str | None,
     scorer: RowScorer,
+    fixed_rows: RowAssignment | None = None,
 ) -> None:
     float_layer = model.get_submodule(name)
     bn = model.get_submodule(bn_name) if bn_name else None
@@ -141,7 +166,8 @@ def _swap_layer(
     else:
         layer = QuantLinear.from_float(float_layer, placeholder, **kwargs)
     w_rows = layer.weight_rows().detach()
-    layer.weight_quant.set_assignment(_assign(name, w_rows, config, recipe, scorer))
+    assignment = fixed_rows or _assign(name, w_rows, config, recipe, scorer)
+    layer.weight_quant.set_assignment(assignment)
     layer.weight_quant.init_scales(w_rows, recipe.scale_method)
     layer.folded_bn_name = bn_name
     set_submodule(model, name, layer)

@@ -1,0 +1,1 @@
+"""The ``mixq`` command line: a thin layer over the public API."""
