@@ -93,9 +93,11 @@ def quantize(
     scorer = get_scorer(row_scorer if row_scorer is not None else recipe.row_scorer)
     for name, config in configs.items():
         if config is not None:
-            _swap_layer(
+            swapped = _swap_layer(
                 target, name, config, recipe, bn_pairs.get(name), scorer, fixed_rows.get(name)
             )
+            if name == "":  # the model is itself a single layer
+                target = swapped
     if calibration_data is None:
         return target
     # Calibration and rounding both read the batches: fetch them once (a generator would
@@ -149,7 +151,7 @@ def _swap_layer(
     bn_name: str | None,
     scorer: RowScorer,
     fixed_rows: RowAssignment | None = None,
-) -> None:
+) -> nn.Module:
     float_layer = model.get_submodule(name)
     bn = model.get_submodule(bn_name) if bn_name else None
     _check_finite(name, float_layer, bn)
@@ -170,9 +172,11 @@ def _swap_layer(
     layer.weight_quant.set_assignment(assignment)
     layer.weight_quant.init_scales(w_rows, recipe.scale_method)
     layer.folded_bn_name = bn_name
-    set_submodule(model, name, layer)
+    if name:
+        set_submodule(model, name, layer)
     if bn_name:
         set_submodule(model, bn_name, nn.Identity())
+    return layer
 
 
 def _assign(

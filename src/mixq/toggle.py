@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 
 from mixq.nn.act_quant import ActQuantizer
@@ -20,3 +23,30 @@ def set_quantization(
             module.enabled = weights
         if activations is not None and isinstance(module, ActQuantizer):
             module.enabled = activations
+
+
+@contextmanager
+def quantization_disabled(
+    model: nn.Module, *, weights: bool = True, activations: bool = True
+) -> Iterator[nn.Module]:
+    """Run a block with weight and/or activation quantisation off, restoring it after.
+
+    >>> import torch, mixq
+    >>> net = mixq.quantize(torch.nn.Linear(4, 2), "fixed4", progress=False)
+    >>> with quantization_disabled(net, activations=False):
+    ...     net.weight_quant.enabled
+    False
+    >>> net.weight_quant.enabled
+    True
+    """
+    saved = [
+        (m, m.enabled) for m in model.modules() if isinstance(m, RowWeightQuantizer | ActQuantizer)
+    ]
+    set_quantization(
+        model, weights=False if weights else None, activations=False if activations else None
+    )
+    try:
+        yield model
+    finally:
+        for module, enabled in saved:
+            module.enabled = enabled

@@ -12,16 +12,20 @@ from mixq.data.cifar10 import (
     normalize_uint8,
     random_crop_flip,
 )
+from mixq.data.epochs import EpochShuffleSampler, epoch_generator, set_epoch
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "EpochShuffleSampler",
     "Split",
     "cifar10_loader",
     "class_balanced_order",
     "default_data_root",
+    "epoch_generator",
     "load_cifar10_jpeg",
     "normalize_uint8",
     "random_crop_flip",
+    "set_epoch",
 ]

@@ -29,8 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from mixq.data.epochs import EpochShuffleSampler, epoch_generator
 from mixq.errors import DataError
 
 __all__ = [
@@ -319,13 +320,16 @@ class _CifarBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     which costs about a millisecond for 500 images.
     """
 
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray, augment: bool, generator: torch.Generator
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: bool, seed: int) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels)
         self.augment = augment
-        self.generator = generator
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentation from ``(seed, epoch)`` (exact resumption)."""
+        self.generator = epoch_generator(self.seed, epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -357,7 +361,9 @@ def cifar10_loader(
         batch_size: images per batch; the last batch may be smaller.
         train_augment: random 32x32 crop of the 4-pixel zero-padded image and random
             horizontal flip, drawn afresh for every batch.
-        shuffle: visit the images in a new random order each epoch.
+        shuffle: visit the images in a new random order each epoch. Order and augmentation
+            are functions of ``(seed, epoch)``; call ``mixq.data.set_epoch(loader, epoch)``
+            (the trainer does) to move to the next epoch.
         limit: keep only the first ``limit`` images of a seeded, class-balanced shuffle, so
             small subsets are representative. Without it all images are used, in the
             class-sorted order of :func:`load_cifar10_jpeg` (so unshuffled prefixes of the
@@ -378,12 +384,10 @@ def cifar10_loader(
         keep = class_balanced_order(labels, seed)[:limit]
         images, labels = images[keep], labels[keep]
     sampler_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
-    dataset = _CifarBatches(
-        images, labels, train_augment, torch.Generator().manual_seed(augment_seed)
-    )
-    order: RandomSampler | SequentialSampler
+    dataset = _CifarBatches(images, labels, train_augment, augment_seed)
+    order: EpochShuffleSampler | SequentialSampler
     if shuffle:
-        order = RandomSampler(dataset, generator=torch.Generator().manual_seed(sampler_seed))
+        order = EpochShuffleSampler(len(dataset), sampler_seed)
     else:
         order = SequentialSampler(dataset)
     # batch_size=None hands each list of indices from the BatchSampler to the dataset at once.

@@ -1,0 +1,317 @@
+"""Quantisation-aware training (and plain fine-tuning): one loop for float and quantised models.
+
+Each epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG state, history)
+and one JSON line of metrics. ``resume=True`` continues from the last checkpoint and gives
+bit for bit what an uninterrupted run gives: model-side randomness is restored from the
+checkpoint and data-side randomness is a function of ``(seed, epoch)`` (see
+:mod:`mixq.data.epochs`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mixq.calibrate import model_device
+from mixq.data.epochs import set_epoch
+from mixq.errors import CheckpointError
+from mixq.io import atomic_write, atomic_write_text
+from mixq.nn.layers import QuantConv2d
+from mixq.train.config import TrainConfig, TrainConfigError
+from mixq.train.schedule import warmup_cosine
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+TaskLoss = Callable[[Any, Any], Tensor]
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+log = logging.getLogger("mixq.train")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches
+    lr: float  # learning rate at the epoch's last step
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: list[EpochRecord]
+    output_dir: Path | None
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return self.history[-1].metrics if self.history else {}
+
+
+def train(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    config: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    task_loss: TaskLoss | None = None,
+    evaluate: Evaluate | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``model`` in place on ``train_loader`` and return the per-epoch history.
+
+    Batches are ``(inputs, targets)`` pairs (``task_loss(outputs, targets)``, cross-entropy
+    by default) or dicts of keyword inputs (a ``labels`` entry, if any, is the target).
+    ``teacher`` (usually the float model) is needed for ``config.distill``.
+    """
+    if config.distill != "none" and teacher is None:
+        raise TrainConfigError(f"distill={config.distill!r} needs a teacher model")
+    steps_per_epoch = _count_batches(train_loader)
+    out = Path(output_dir) if output_dir is not None else None
+    torch.manual_seed(config.seed)
+    optimizer = _make_optimizer(model, config)
+    total = steps_per_epoch * config.epochs
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total, warmup)
+    )
+    history: list[EpochRecord] = []
+    if resume and out is not None and (out / CHECKPOINT_NAME).is_file():
+        history = _restore(out, model, optimizer, scheduler, config)
+        log.info("resumed from %s after epoch %d", out / CHECKPOINT_NAME, len(history))
+    if out is not None:
+        _rewrite_metrics(out, history)
+    loss_fn = task_loss or _cross_entropy
+    if teacher is not None:
+        teacher.eval()
+    for epoch in range(len(history), config.epochs):
+        start = time.perf_counter()
+        _set_bn_mode(model, config, epoch)
+        set_epoch(train_loader, epoch)
+        mean_loss = _run_epoch(
+            model,
+            train_loader,
+            config,
+            optimizer,
+            scheduler,
+            teacher,
+            loss_fn,
+            epoch,
+            steps_per_epoch,
+            progress,
+        )
+        metrics = _evaluate(model, evaluate)
+        record = EpochRecord(
+            epoch + 1, mean_loss, scheduler.get_last_lr()[0], time.perf_counter() - start, metrics
+        )
+        history.append(record)
+        log.info("epoch %d/%d loss %.4f %s", epoch + 1, config.epochs, mean_loss, metrics)
+        if out is not None:
+            _save(out, model, optimizer, scheduler, config, history)
+            _append_metrics(out, record)
+    return TrainResult(history, out)
+
+
+def _run_epoch(
+    model: nn.Module,
+    loader: Iterable[Any],
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    teacher: nn.Module | None,
+    loss_fn: TaskLoss,
+    epoch: int,
+    steps: int,
+    progress: bool,
+) -> float:
+    device = model_device(model)
+    losses: list[float] = []
+    bar = tqdm(
+        loader,
+        total=steps,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not progress,
+        leave=False,
+    )
+    for batch in bar:
+        inputs, targets = _split_batch(batch, device)
+        outputs = _forward(model, inputs)
+        loss = _loss(outputs, targets, inputs, config, teacher, loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return sum(losses) / max(len(losses), 1)
+
+
+def _loss(
+    outputs: Any,
+    targets: Any,
+    inputs: Any,
+    config: TrainConfig,
+    teacher: nn.Module | None,
+    loss_fn: TaskLoss,
+) -> Tensor:
+    loss = outputs.new_zeros(()) if torch.is_tensor(outputs) else torch.zeros(())
+    if config.task_weight > 0 and targets is not None:
+        loss = loss + config.task_weight * loss_fn(outputs, targets)
+    if config.distill != "none" and teacher is not None:
+        with torch.no_grad():
+            reference = _forward(teacher, inputs)
+        loss = loss + config.distill_weight * _distill_loss(outputs, reference, config)
+    return loss
+
+
+def _distill_loss(student: Tensor, teacher: Tensor, config: TrainConfig) -> Tensor:
+    if config.distill == "logits":
+        t = config.temperature
+        return (
+            F.kl_div(
+                F.log_softmax(student / t, dim=-1),
+                F.log_softmax(teacher / t, dim=-1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * t
+            * t
+        )
+    return F.mse_loss(student, teacher)
+
+
+def _cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(outputs, targets)
+
+
+def _split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
+    if isinstance(batch, dict):
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return inputs, inputs.pop("labels", None)
+    if isinstance(batch, list | tuple):
+        targets = batch[1].to(device) if len(batch) > 1 else None
+        return batch[0].to(device), targets
+    return batch.to(device), None
+
+
+def _forward(model: nn.Module, inputs: Any) -> Any:
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def _count_batches(loader: Iterable[Any]) -> int:
+    try:
+        count = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise TrainConfigError(
+            "the training loader must have a length (a DataLoader or list)"
+        ) from None
+    if count == 0:
+        raise TrainConfigError("the training loader is empty")
+    return count
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # Clip levels, biases and norm parameters are 0-/1-D: decaying them only shrinks ranges.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=False)
+
+
+def _set_bn_mode(model: nn.Module, config: TrainConfig, epoch: int) -> None:
+    model.train()
+    frozen_late = config.freeze_bn_epoch is not None and epoch >= config.freeze_bn_epoch
+    frozen = not config.bn_batch_stats or frozen_late
+    for module in model.modules():
+        if isinstance(module, QuantConv2d):
+            module.bn_frozen = frozen
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and frozen:
+            module.eval()  # a float model's BN: use and keep its running statistics
+
+
+def _evaluate(model: nn.Module, evaluate: Evaluate | None) -> dict[str, float]:
+    if evaluate is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in evaluate(model).items()}
+    finally:
+        model.train(was_training)
+
+
+def _save(
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    history: list[EpochRecord],
+) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "config": config.to_dict(),
+        "history": [asdict(r) for r in history],
+    }
+    atomic_write(out / CHECKPOINT_NAME, lambda tmp: torch.save(state, tmp))
+
+
+def _restore(
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+) -> list[EpochRecord]:
+    path = out / CHECKPOINT_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != config.to_dict():
+            changed = sorted(k for k, v in config.to_dict().items() if state["config"].get(k) != v)
+            raise TrainConfigError(
+                f"{path} was written with a different configuration (differs in {changed}); "
+                "resume with the same configuration or start a new output folder"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        return [EpochRecord(**r) for r in state["history"]]
+    except TrainConfigError:
+        raise
+    except Exception as exc:  # torch.load raises many types on damaged files
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+
+
+def _rewrite_metrics(out: Path, history: list[EpochRecord]) -> None:
+    # Lines past the checkpoint (an epoch that was killed mid-write) are dropped.
+    text = "".join(json.dumps(asdict(r)) + "\n" for r in history)
+    atomic_write_text(out / METRICS_NAME, text)
+
+
+def _append_metrics(out: Path, record: EpochRecord) -> None:
+    with (out / METRICS_NAME).open("a") as handle:
+        handle.write(json.dumps(asdict(record)) + "\n")
