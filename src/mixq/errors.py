@@ -49,3 +49,28 @@ class DataError(MixqError):
 
 class UnusedRuleWarning(UserWarning):
     """A recipe rule that matched no layer of the model (usually a typo in a name)."""
+
+
+class SensitivityError(MixqError, ValueError):
+    """A Hessian sensitivity run or table that cannot be computed, read, or used."""
+
+
+class AllocationError(MixqError, ValueError):
+    """An allocation problem that is malformed (unknown layers, missing costs, bad ties)."""
+
+
+class InfeasibleBudgetError(AllocationError):
+    """Budgets that no plan meets; ``minimums`` holds the smallest value of each limit that
+    fits when that limit stands alone."""
+
+    def __init__(self, message: str, minimums: dict[str, float]) -> None:
+        super().__init__(message)
+        self.minimums = dict(minimums)
+
+
+class DeviceError(MixqError, ValueError):
+    """A device description (YAML) that is missing, unknown, or has missing or bad resources."""
+
+
+class HardwareCostError(MixqError, ValueError):
+    """A plan, layer shapes or unit table that a hardware cost model cannot cost."""

@@ -1,0 +1,261 @@
+"""FPGA cost model of a row-parallel accelerator with a DSP array and a LUT array.
+
+The accelerator (MSP/RMSMP, SPEC sections 2 and 3) has two pools of multiply-accumulate
+units that work at the same time on different rows of a layer:
+
+* a **DSP array**: every DSP slice the design may use; rows of the fixed-point candidates
+  run there, ``device.macs_per_dsp(bits)`` MACs per slice per cycle (low-bit packing).
+  The slices switch packing between candidates, so the array works through a layer's
+  fixed-point candidates one after another;
+* a **LUT array** of shift-add units for SP2 and PoT rows: one array of units per
+  candidate, each unit doing one MAC per cycle, sized from the measured cost of one unit
+  (:mod:`mixq.hw.synthesis`) so that the LUTs, flip-flops and carry cells the arrays may
+  take (``lut_share`` of the device) are filled in proportion to the plan's MACs.
+
+One configuration serves every layer: a layer's cycles are those of the slower array, so a
+layer whose ratio differs from the model-wide one leaves part of the hardware idle. Work
+is taken to tile perfectly (every unit busy while its array has work); block RAM is
+reported per layer (weights, input and output at once) but does not limit speed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from mixq.errors import HardwareCostError
+from mixq.hw.cost import compute_layer_cost, unplanned
+from mixq.hw.device import Device, load_device
+from mixq.hw.report import CostReport, FpgaDesign, LayerCost, Resources
+from mixq.hw.synthesis import UnitCostTable, load_unit_costs
+from mixq.hw.units import MacUnit
+from mixq.hw.workload import LayerWork, layer_work
+from mixq.plan import LayerShape, Plan
+from mixq.schemes import Candidate, Scheme
+
+BRAM36_BITS = 36 * 1024
+DSP_FABRIC_FAMILY = "xc7"  # see FpgaCostModel.dsp_overhead
+_FABRIC = ("luts", "ffs", "carry")  # what the LUT array is built from
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Design choices of the accelerator (not device facts); docs/hardware.md argues each."""
+
+    # Share of the device's LUTs, flip-flops and carry cells the MAC arrays may take; the
+    # rest is left to control, data movement and buffering logic (an assumption).
+    lut_share: float = 0.7
+    dsp_share: float = 1.0  # share of DSP slices in the DSP array
+    dsp_schemes: tuple[Scheme, ...] = (Scheme.FIXED,)  # schemes that need multipliers
+
+    def __post_init__(self) -> None:
+        for name in ("lut_share", "dsp_share"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise HardwareCostError(f"{name} must lie in (0, 1], got {value!r}")
+        object.__setattr__(self, "dsp_schemes", tuple(Scheme(s) for s in self.dsp_schemes))
+
+
+class FpgaCostModel:
+    """Cycles and resources of a plan on a device (see the module docstring).
+
+    >>> model = FpgaCostModel("xc7z020")
+    >>> shapes = {"fc": LayerShape("fc", "linear", 100, 1000, 1, 1000, 100)}
+    >>> plan = Plan.from_dict({"layers": {"fc": {"ratio": {"sp2-4": 0.5, "fixed-4": 0.5}}}})
+    >>> report = model.cost(shapes, plan, act_bits=4)
+    >>> design = report.design
+    >>> design.dsp_macs_per_cycle, design.used.dsps
+    ({'fixed-4': 440}, 220)
+    >>> design.lut_units  # 70% of the carry chain, 8 CARRY4s per SP2-4 unit
+    {'sp2-4': 1163}
+    >>> layer = report.layers[0]  # 50,000 MACs each way: 440 per cycle on DSPs, 1163 on LUTs
+    >>> layer.dsp_cycles, layer.lut_cycles, layer.cycles
+    (114, 43, 114)
+    """
+
+    name = "fpga"
+
+    def __init__(
+        self,
+        device: Device | str,
+        config: AcceleratorConfig | None = None,
+        units: UnitCostTable | None = None,
+    ) -> None:
+        self.device = load_device(device) if isinstance(device, str) else device
+        self.config = config or AcceleratorConfig()
+        self.units = units or load_unit_costs()
+
+    # -- what each candidate costs ------------------------------------------------------
+    def on_dsp(self, candidate: Candidate) -> bool:
+        return candidate.scheme in self.config.dsp_schemes
+
+    def lut_unit(self, candidate: Candidate, act_bits: int) -> Resources:
+        """What one LUT-array unit of ``candidate`` takes (measured, ``-nodsp``)."""
+        unit = MacUnit(candidate, act_bits)
+        counts = self.units.get(unit, self.device.synthesis_family, "lut").counts
+        return Resources(luts=counts.luts, ffs=counts.ffs, carry=counts.carry)
+
+    def dsp_overhead(self, candidates: Sequence[Candidate], act_bits: int) -> Resources:
+        """Fabric each DSP slice needs beside it: the most any of ``candidates``' measured
+        DSP-mapped units needs per slice (zero when the accumulator fits in the slice).
+
+        Measured for 7-series whatever the device: Yosys 0.23 puts the accumulator in a
+        DSP48E1's P register but not in a DSP48E2's, although the DSP48E2 has the same
+        48-bit accumulator (UG579), so the UltraScale+ figure is the tool's, not the
+        silicon's. A unit that Yosys kept out of DSPs (a multiplier below its DSP
+        threshold) counts as a DSP MAC without fabric, as a DSP array would run it.
+        """
+        overhead = Resources()
+        for candidate in candidates:
+            unit = MacUnit(candidate, act_bits)
+            counts = self.units.get(unit, DSP_FABRIC_FAMILY, "dsp").counts
+            if counts.dsps:
+                overhead = Resources(
+                    luts=max(overhead.luts, counts.luts / counts.dsps),
+                    ffs=max(overhead.ffs, counts.ffs / counts.dsps),
+                    carry=max(overhead.carry, counts.carry / counts.dsps),
+                )
+        return overhead
+
+    def dsp_slices(self) -> int:
+        return math.floor(self.device.dsps * self.config.dsp_share)
+
+    def fabric_budget(self, dsp_overhead: Resources, dsp_slices: int) -> Resources:
+        """Fabric left for the LUT array once the DSP array's needs are met."""
+        share = self.config.lut_share
+        return Resources(
+            luts=math.floor(self.device.luts * share) - dsp_slices * dsp_overhead.luts,
+            ffs=math.floor(self.device.ffs * share) - dsp_slices * dsp_overhead.ffs,
+            carry=math.floor(self.device.carry4 * share) - dsp_slices * dsp_overhead.carry,
+        )
+
+    # -- the design and the cost of each layer ------------------------------------------
+    def design(self, works: Sequence[LayerWork]) -> FpgaDesign:
+        """The arrays for these layers (see :meth:`design_for`)."""
+        macs: dict[Candidate, int] = {}
+        act_bits: dict[Candidate, int] = {}
+        for work in works:
+            for candidate in work.rows:
+                macs[candidate] = macs.get(candidate, 0) + work.candidate_macs(candidate)
+                act_bits[candidate] = max(act_bits.get(candidate, 0), work.act_bits)
+        return self.design_for(macs, act_bits, max((_bram36(w) for w in works), default=0))
+
+    def design_for(
+        self,
+        macs: Mapping[Candidate, float],
+        act_bits: Mapping[Candidate, int],
+        bram36: int = 0,
+    ) -> FpgaDesign:
+        """All DSP slices (if a candidate needs one) and LUT-array units in proportion to
+        each LUT candidate's share of ``macs``; each unit sized for its ``act_bits``."""
+        on_dsp = [c for c in macs if self.on_dsp(c)]
+        on_lut = [c for c in macs if not self.on_dsp(c) and macs[c] > 0]
+        slices = self.dsp_slices() if on_dsp else 0
+        overhead = self.dsp_overhead(on_dsp, max((act_bits[c] for c in on_dsp), default=1))
+        units = self._lut_units(on_lut, macs, act_bits, self.fabric_budget(overhead, slices))
+        lut_array = [
+            _times(self.lut_unit(c, act_bits[c]), n) for c, n in zip(on_lut, units, strict=True)
+        ]
+        used = _total([_times(overhead, slices), *lut_array])
+        used = replace(used, dsps=slices, bram36=bram36)
+        return FpgaDesign(
+            device=self.device.name,
+            clock_mhz=self.device.clock_mhz,
+            dsp_macs_per_cycle={str(c): slices * self.device.macs_per_dsp(c.bits) for c in on_dsp},
+            lut_units={str(c): u for c, u in zip(on_lut, units, strict=True)},
+            unit_act_bits={str(c): act_bits[c] for c in macs},
+            used=used,
+            available=Resources(
+                luts=self.device.luts,
+                ffs=self.device.ffs,
+                carry=self.device.carry4,
+                dsps=self.device.dsps,
+                bram36=self.device.bram36,
+            ),
+            lut_share=self.config.lut_share,
+            dsp_share=self.config.dsp_share,
+        )
+
+    def _lut_units(
+        self,
+        candidates: list[Candidate],
+        macs: Mapping[Candidate, float],
+        act_bits: Mapping[Candidate, int],
+        budget: Resources,
+    ) -> list[int]:
+        if not candidates:
+            return []
+        total = sum(macs[c] for c in candidates)
+        shares = [macs[c] / total for c in candidates]
+        fabric = [self.lut_unit(c, act_bits[c]) for c in candidates]
+        limits = []
+        for resource in _FABRIC:
+            room = getattr(budget, resource)
+            per_mac = sum(s * getattr(f, resource) for s, f in zip(shares, fabric, strict=True))
+            if room <= 0 and per_mac > 0:
+                raise HardwareCostError(
+                    f"{self.device.name}: no {resource} left for the LUT array "
+                    f"(lut_share {self.config.lut_share}); raise lut_share or use DSP rows"
+                )
+            if per_mac > 0:
+                limits.append(room / per_mac)
+        mac_units = min(limits) if limits else 0.0
+        return [max(1, math.floor(s * mac_units)) for s in shares]
+
+    def layer_cost(self, work: LayerWork, design: FpgaDesign) -> LayerCost:
+        dsp_cycles = 0
+        lut_cycles = 0
+        for candidate in work.rows:
+            key = str(candidate)
+            macs = work.candidate_macs(candidate)
+            if key in design.dsp_macs_per_cycle:
+                dsp_cycles += math.ceil(macs / design.dsp_macs_per_cycle[key])
+            elif key in design.lut_units:
+                lut_cycles = max(lut_cycles, math.ceil(macs / design.lut_units[key]))
+            else:
+                raise HardwareCostError(f"the design has no units for {key} (layer {work.name})")
+        cycles = max(dsp_cycles, lut_cycles)
+        return replace(
+            compute_layer_cost(work),
+            cycles=cycles,
+            dsp_cycles=dsp_cycles,
+            lut_cycles=lut_cycles,
+            latency_s=cycles / (design.clock_mhz * 1e6),
+            bram36=_bram36(work),
+        )
+
+    def cost(
+        self,
+        shapes: Mapping[str, LayerShape],
+        plan: Plan,
+        *,
+        act_bits: int = 8,
+        model: str = "model",
+    ) -> CostReport:
+        works = layer_work(shapes, plan, act_bits)
+        design = self.design(works)
+        return CostReport(
+            model=model,
+            cost_model=self.name,
+            layers=tuple(self.layer_cost(work, design) for work in works),
+            design=design,
+            unplanned=unplanned(shapes, plan),
+            metadata={"device": self.device.to_dict(), "synthesis": self.units.tool},
+        )
+
+
+def _times(resources: Resources, count: float) -> Resources:
+    return Resources(**{k: v * count for k, v in resources.to_dict().items()})
+
+
+def _total(parts: Sequence[Resources]) -> Resources:
+    return Resources(**{k: sum(getattr(p, k) for p in parts) for k in Resources().to_dict()})
+
+
+def _bram36(work: LayerWork) -> int:
+    """Blocks to hold the layer's weights, input and output at once (output at the same
+    activation bits as the input, as the next layer reads it)."""
+    shape = work.shape
+    bits = work.weight_bits + (shape.input_elements + shape.output_elements) * work.act_bits
+    return math.ceil(bits / BRAM36_BITS)

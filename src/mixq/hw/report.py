@@ -1,0 +1,211 @@
+"""What a cost model returns: per-layer costs, their totals and (for an FPGA) the design.
+
+Every value is a frozen dataclass that saves to JSON and loads back; totals are always
+computed from the layers, so they cannot disagree with them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mixq.errors import HardwareCostError
+from mixq.io import atomic_write_text
+
+REPORT_VERSION = 1
+BITS_PER_KIB = 8 * 1024
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's costs per input sample; the FPGA fields are None for other models."""
+
+    name: str
+    rows: Mapping[str, int]  # rows per candidate, e.g. {"sp2-4": 38, "fixed-4": 26}
+    act_bits: int
+    weights: int  # weight elements
+    macs: int
+    weight_bits: int  # every weight at its row's bits
+    bops: int  # MACs x weight bits x activation bits
+    cycles: int | None = None  # the slower array's cycles
+    dsp_cycles: int | None = None  # cycles the DSP array is busy
+    lut_cycles: int | None = None  # cycles the LUT array is busy
+    latency_s: float | None = None  # cycles / clock
+    bram36: int | None = None  # 36 Kb blocks for the layer's weights, input and output
+
+    @property
+    def eq_bits(self) -> float:
+        """Mean bits of the layer's weights."""
+        return self.weight_bits / self.weights if self.weights else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows"] = dict(self.rows)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerCost:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Counts of the FPGA resources the model tracks."""
+
+    luts: float = 0
+    ffs: float = 0
+    carry: float = 0  # carry chain in 4-bit segments (CARRY4s; a CARRY8 counts two)
+    dsps: float = 0
+    bram36: float = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resources:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FpgaDesign:
+    """The accelerator a plan gets on a device: one configuration serves every layer."""
+
+    device: str
+    clock_mhz: float
+    dsp_macs_per_cycle: Mapping[str, int]  # DSP candidate -> MACs/cycle of the whole array
+    lut_units: Mapping[str, int]  # LUT candidate -> MAC units in the LUT array
+    unit_act_bits: Mapping[str, int]  # candidate -> activation bits its units were sized for
+    used: Resources  # by the MAC arrays (bram36: the largest layer's need)
+    available: Resources  # on the device
+    lut_share: float  # share of LUTs, FFs and carry cells the MAC arrays may take
+    dsp_share: float  # share of DSPs the DSP array takes
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        """MACs per cycle with every unit busy, counting the DSP array at its best packing."""
+        return max(self.dsp_macs_per_cycle.values(), default=0) + sum(self.lut_units.values())
+
+    @property
+    def fits_on_chip(self) -> bool:
+        """Whether the largest layer's weights and activations fit in block RAM at once."""
+        return self.used.bram36 <= self.available.bram36
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["used"] = self.used.to_dict()
+        out["available"] = self.available.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FpgaDesign:
+        values = dict(data)
+        values["used"] = Resources.from_dict(values["used"])
+        values["available"] = Resources.from_dict(values["available"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CostTotals:
+    """Sums over the layers (cycles add: layers run one after another)."""
+
+    macs: int
+    weight_bits: int
+    bops: int
+    cycles: int | None  # None where the model has no notion of time
+    latency_s: float | None
+
+    @property
+    def weight_kib(self) -> float:
+        return self.weight_bits / BITS_PER_KIB
+
+    @property
+    def gbops(self) -> float:
+        return self.bops / 1e9
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """A cost model's answer for one plan on one model (and device)."""
+
+    model: str  # what was costed, e.g. "resnet18-imagenet"
+    cost_model: str  # "compute" or "fpga"
+    layers: tuple[LayerCost, ...]
+    design: FpgaDesign | None = None
+    unplanned: tuple[str, ...] = ()  # layers with a shape but no plan (left in float)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    version: int = REPORT_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "unplanned", tuple(self.unplanned))
+
+    @property
+    def totals(self) -> CostTotals:
+        timed = [layer.cycles for layer in self.layers if layer.cycles is not None]
+        latencies = [layer.latency_s for layer in self.layers if layer.latency_s is not None]
+        return CostTotals(
+            macs=sum(layer.macs for layer in self.layers),
+            weight_bits=sum(layer.weight_bits for layer in self.layers),
+            bops=sum(layer.bops for layer in self.layers),
+            cycles=sum(timed) if len(timed) == len(self.layers) and timed else None,
+            latency_s=sum(latencies) if len(latencies) == len(self.layers) and latencies else None,
+        )
+
+    @property
+    def eq_bits(self) -> float:
+        """Weight-count-weighted mean bits (SPEC section 7)."""
+        weights = sum(layer.weights for layer in self.layers)
+        return sum(layer.weight_bits for layer in self.layers) / weights if weights else 0.0
+
+    def layer(self, name: str) -> LayerCost:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise HardwareCostError(f"no layer {name!r} in the report")
+
+    def to_dict(self) -> dict[str, Any]:
+        totals = self.totals
+        return {
+            "version": self.version,
+            "model": self.model,
+            "cost_model": self.cost_model,
+            "metadata": dict(self.metadata),
+            "totals": {**asdict(totals), "weight_kib": totals.weight_kib, "eq_bits": self.eq_bits},
+            "design": self.design.to_dict() if self.design is not None else None,
+            "unplanned": list(self.unplanned),
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CostReport:
+        try:
+            if data.get("version", REPORT_VERSION) != REPORT_VERSION:
+                raise HardwareCostError(f"cost report version {data['version']} is not supported")
+            design = data.get("design")
+            return cls(
+                model=data["model"],
+                cost_model=data["cost_model"],
+                layers=tuple(LayerCost.from_dict(d) for d in data["layers"]),
+                design=FpgaDesign.from_dict(design) if design is not None else None,
+                unplanned=tuple(data.get("unplanned", ())),
+                metadata=data.get("metadata", {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise HardwareCostError(f"malformed cost report: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostReport:
+        path = Path(path)
+        if not path.is_file():
+            raise HardwareCostError(f"cost report not found: {path}")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise HardwareCostError(f"cost report {path} is not valid JSON: {exc}") from None

@@ -1,0 +1,116 @@
+"""``mixq cost`` through ``mixq.cli.main.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mixq.cli.main import main
+from mixq.hw import CostReport
+from mixq.plan import LayerPlan, Plan
+from mixq.ratio import Ratio
+
+
+def test_costs_a_preset_on_a_builtin_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(
+        [
+            "cost",
+            "--device",
+            "xc7z020",
+            "--ratio",
+            "rmsmp",
+            "--model",
+            "resnet20",
+            "--act-bits",
+            "4",
+            "-o",
+            str(tmp_path),
+            "-q",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "layer1.0.conv1" in printed and "design on xc7z020" in printed
+    report = CostReport.load(tmp_path / "cost.json")
+    assert (tmp_path / "cost.png").stat().st_size > 1000
+    assert len(report.layers) == 20 and report.model == "resnet20"
+    assert report.layers[0].rows == {"fixed-8": 16}  # first and last stay at fixed-8
+    assert report.layer("layer2.0.conv1").rows == {"sp2-4": 19, "fixed-4": 11, "fixed-8": 2}
+    assert report.totals.cycles == sum(layer.cycles for layer in report.layers)
+    assert f"{report.totals.cycles:,} cycles" in printed
+
+
+def test_costs_a_plan_file_on_a_shapes_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shapes = {
+        "conv": {
+            "kind": "conv2d",
+            "rows": 32,
+            "macs_per_row": 288,
+            "positions": 64,
+            "input_elements": 2048,
+            "output_elements": 2048,
+        },
+        "fc": {
+            "kind": "linear",
+            "rows": 10,
+            "macs_per_row": 32,
+            "positions": 1,
+            "input_elements": 32,
+            "output_elements": 10,
+        },
+    }
+    (tmp_path / "shapes.json").write_text(json.dumps(shapes))
+    plan = Plan({"conv": LayerPlan(Ratio.parse("sp2-4:0.75,fixed-8:0.25"), act_bits=4)})
+    plan.save(tmp_path / "plan.json")
+    code = main(
+        [
+            "cost",
+            "--device",
+            "xczu3eg",
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--shapes",
+            str(tmp_path / "shapes.json"),
+            "-q",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "sp2-4:24 fixed-8:8" in printed
+    assert "not in the plan (left in float, not costed): fc" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "xc7z999", "--ratio", "msp", "--model", "resnet20"], "unknown device"),
+        (
+            ["--device", "xc7z020", "--plan", "missing.json", "--model", "resnet20"],
+            "plan file not found",
+        ),
+        (["--device", "xc7z020", "--ratio", "sp2-4:0.7", "--model", "resnet20"], "must sum to 1"),
+        (
+            ["--device", "xc7z020", "--ratio", "msp", "--shapes", "none.json"],
+            "shapes file not found",
+        ),
+        (
+            ["--device", "xc7z020", "--ratio", "msp", "--model", "resnet20", "--lut-share", "2"],
+            "lut_share must lie in",
+        ),
+    ],
+)
+def test_bad_input_is_a_named_error(
+    args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["cost", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_plan_for_another_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    Plan({"encoder.0": LayerPlan(Ratio.parse("fixed-4"))}).save(tmp_path / "plan.json")
+    args = ["cost", "--device", "xc7z045", "--plan", str(tmp_path / "plan.json")]
+    assert main([*args, "--model", "resnet20"]) == 1
+    assert "the shapes lack: encoder.0" in capsys.readouterr().err
+    assert main(["cost", "--device", "xc7z045"]) == 2  # argparse: --plan/--ratio required
