@@ -31,3 +31,9 @@ def shared_data() -> Path:
 def _single_thread() -> None:
     """One intra-op thread: the suite shares a small machine with benchmarks."""
     torch.set_num_threads(1)
+
+
+# --doctest-modules would import every conftest.py as a module named "conftest" and clash
+# with the one pytest already loaded; conftests hold fixtures, not doctests.
+collect_ignore = ["conftest.py"]
+collect_ignore_glob = ["*/conftest.py"]
