@@ -16,7 +16,9 @@ def set_quantization(
 ) -> None:
     """Enable or disable weight and/or activation quantisation everywhere (None: unchanged).
 
-    With both disabled, a model with folded BN computes exactly what the float model does.
+    With both disabled, a model with folded BN computes exactly what the float model does,
+    unless error-feedback (GPTQ) rounding ran: it replaces the weights by their rounded
+    values, which then stand in for the float ones.
     """
     for module in model.modules():
         if weights is not None and isinstance(module, RowWeightQuantizer):
