@@ -18,7 +18,16 @@ from mixq import __version__
 from mixq.errors import MixqError
 
 # Subcommand modules, in the order --help lists them.
-COMMAND_MODULES: tuple[str, ...] = ("mixq.cli.cost",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "mixq.cli.demo",
+    "mixq.cli.sensitivity",
+    "mixq.cli.allocate",
+    "mixq.cli.quantize",
+    "mixq.cli.train",
+    "mixq.cli.eval",
+    "mixq.cli.report",
+    "mixq.cli.cost",
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -1,0 +1,155 @@
+"""The report's pictures: each layer's row assignment as a heat strip, and accuracy against
+equivalent bits (matplotlib, imported only when drawing)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixq.assignment import RowAssignment
+from mixq.errors import MixqError
+from mixq.io import atomic_write
+from mixq.schemes import Candidate
+
+FLOAT_BITS = 32.0
+
+
+class PlotError(MixqError, ValueError):
+    """A plot with nothing to draw."""
+
+
+class NoMatplotlibError(PlotError):
+    """matplotlib is not installed (it is an optional dependency)."""
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NoMatplotlibError("plots need matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    plt = _pyplot()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+
+
+def candidate_order(assignments: Mapping[str, RowAssignment]) -> list[Candidate]:
+    """Every candidate used anywhere, by bits then scheme (a stable colour for each)."""
+    found = {c for a in assignments.values() for c in a.candidates}
+    return sorted(found, key=lambda c: (c.bits, str(c.scheme)))
+
+
+def assignment_grid(
+    assignments: Mapping[str, RowAssignment], order: Sequence[Candidate]
+) -> np.ndarray:
+    """``(layers, max rows)`` of candidate indices into ``order``; NaN past a layer's rows.
+
+    >>> a = {"l1": RowAssignment.from_rows(["sp2-4", "fixed-8"]),
+    ...      "l2": RowAssignment.from_rows(["fixed-8"])}
+    >>> assignment_grid(a, candidate_order(a)).tolist()
+    [[0.0, 1.0], [1.0, nan]]
+    """
+    index = {c: i for i, c in enumerate(order)}
+    width = max((a.rows for a in assignments.values()), default=0)
+    grid = np.full((len(assignments), width), np.nan)
+    for row, assignment in enumerate(assignments.values()):
+        lookup = np.array([index[c] for c in assignment.candidates], dtype=np.float64)
+        grid[row, : assignment.rows] = lookup[assignment.codes]
+    return grid
+
+
+def plot_assignment(assignments: Mapping[str, RowAssignment], path: Path, *, title: str) -> None:
+    """One strip of coloured cells per layer, one cell per row, a colour per candidate."""
+    if not assignments:
+        raise PlotError("the model has no quantised layer to draw")
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    order = candidate_order(assignments)
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(order))]
+    cmap = ListedColormap(colours)
+    cmap.set_bad("white")
+    grid = np.ma.masked_invalid(assignment_grid(assignments, order))
+    names = list(assignments)
+    fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.28 * len(names)))
+    ax.imshow(
+        grid,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(order) - 0.5,
+    )
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("row (output channel / feature)")
+    ax.set_title(title, fontsize=9)
+    handles = [Patch(color=colour, label=str(c)) for c, colour in zip(order, colours, strict=True)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_accuracy_bits(
+    series: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    path: Path,
+    *,
+    metric: str = "top1",
+    title: str = "accuracy against equivalent weight bits",
+) -> None:
+    """Points ``(eq_bits, metric)`` of each result's rows, labelled by method. A row with
+    ``<metric>_ptq`` gets a hollow marker there, joined to its fine-tuned value; fp32 rows
+    are a dashed line."""
+    plotted = [
+        (label, [r for r in rows if metric in r and "eq_bits" in r]) for label, rows in series
+    ]
+    if not any(rows for _, rows in plotted):
+        raise PlotError(f"no result row has both 'eq_bits' and {metric!r}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for number, (label, rows) in enumerate(plotted):
+        colour = plt.get_cmap("tab10")(number % 10)
+        for row in rows:
+            value = 100 * float(row[metric])
+            if float(row["eq_bits"]) >= FLOAT_BITS:
+                ax.axhline(value, color=colour, linestyle="--", linewidth=1)
+                ax.annotate(
+                    f"{row.get('method', 'fp32')} ({label})",
+                    (0.01, value),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    va="bottom",
+                )
+                continue
+            x = float(row["eq_bits"])
+            if f"{metric}_ptq" in row:
+                before = 100 * float(row[f"{metric}_ptq"])
+                ax.plot([x, x], [before, value], color=colour, linewidth=0.8)
+                ax.plot([x], [before], "o", mfc="none", color=colour)
+            ax.plot([x], [value], "o", color=colour)
+            ax.annotate(
+                str(row.get("method", "")),
+                (x, value),
+                fontsize=7,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
+        ax.plot([], [], "o", color=colour, label=label)
+    ax.set_xlabel("equivalent weight bits")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="filled: final; hollow: before fine-tuning", title_fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

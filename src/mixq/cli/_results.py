@@ -1,0 +1,80 @@
+"""Result files in the format of the project's benchmarks (one row per measured model).
+
+>>> import tempfile
+>>> path = Path(tempfile.mkdtemp()) / "r.json"
+>>> ResultFile.new("demo", "mixq demo", {"act_bits": 4}, [{"method": "fp32"}]).save(path)
+>>> ResultFile.load(path).rows
+[{'method': 'fp32'}]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixq.errors import MixqError
+from mixq.io import atomic_write_text
+
+
+class ResultFileError(MixqError, ValueError):
+    """A result file that is missing or not in the benchmark result format."""
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    benchmark: str
+    command: str  # the command that reproduces it
+    created: str  # UTC, ISO 8601
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[dict[str, Any]]  # lower_snake_case keys; accuracies as fractions
+
+    @classmethod
+    def new(
+        cls, benchmark: str, command: str, settings: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> ResultFile:
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cls(benchmark, command, created, environment(), settings, rows)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ResultFile:
+        path = Path(path)
+        if not path.is_file():
+            raise ResultFileError(f"result file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultFileError(f"result file {path} is not valid JSON: {exc}") from None
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not names <= set(data):
+            raise ResultFileError(f"{path} is not a result file (needs keys {sorted(names)})")
+        if not isinstance(data["rows"], list) or not all(isinstance(r, dict) for r in data["rows"]):
+            raise ResultFileError(f"{path}: 'rows' must be a list of objects")
+        return cls(**{name: data[name] for name in names})

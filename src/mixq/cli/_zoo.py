@@ -1,0 +1,123 @@
+"""The models the CLI knows by name: architecture, float weights, data and task.
+
+Every entry is an image classifier evaluated by top-1 accuracy. A quantised checkpoint
+records its model's name (``extra["model"]``), so later commands rebuild the architecture
+without being told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mixq.data import Split, cifar10_loader, default_data_root, fashion_mnist_loader
+from mixq.errors import CheckpointError
+from mixq.models import (
+    SmallCNN,
+    load_pretrained_cifar_resnet,
+    resnet20,
+    resnet32,
+    resnet44,
+    resnet56,
+)
+
+Batches = DataLoader[tuple[torch.Tensor, torch.Tensor]]
+# (data folder or None for the default place, split, batch size, train?, limit, seed)
+LoaderFactory = Callable[[Path | None, Split, int, bool, int | None, int], Batches]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    data_name: str  # what the data set is called in messages
+    build: Callable[[], nn.Module]  # a fresh float model
+    make_loader: LoaderFactory
+
+    def loader(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        root: Path | None = None,
+        train: bool = False,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> Batches:
+        """Batches of ``split``; ``train`` shuffles per epoch (and augments where usual)."""
+        return self.make_loader(root, split, batch_size, train, limit, seed)
+
+
+def _cifar_loader(
+    root: Path | None, split: Split, batch_size: int, train: bool, limit: int | None, seed: int
+) -> Batches:
+    folder = root if root is not None else default_data_root() / "cifar10-jpeg"
+    return cifar10_loader(
+        folder, split, batch_size, train_augment=train, shuffle=train, limit=limit, seed=seed
+    )
+
+
+def _fashion_loader(
+    root: Path | None, split: Split, batch_size: int, train: bool, limit: int | None, seed: int
+) -> Batches:
+    return fashion_mnist_loader(split, batch_size, root=root, shuffle=train, limit=limit, seed=seed)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("resnet20", "CIFAR-10 JPEG", resnet20, _cifar_loader),
+        ModelSpec("resnet32", "CIFAR-10 JPEG", resnet32, _cifar_loader),
+        ModelSpec("resnet44", "CIFAR-10 JPEG", resnet44, _cifar_loader),
+        ModelSpec("resnet56", "CIFAR-10 JPEG", resnet56, _cifar_loader),
+        ModelSpec("small-cnn", "Fashion-MNIST", SmallCNN, _fashion_loader),
+        # The demo's model: a quarter of small-cnn's multiply-accumulates.
+        ModelSpec("small-cnn-w16", "Fashion-MNIST", partial(SmallCNN, width=16), _fashion_loader),
+    )
+}
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown model {name!r}; known models: {', '.join(MODELS)}"
+        ) from None
+
+
+def load_float_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load float weights: an akamaster ``.th`` file or a (``module.``-prefixed) state dict."""
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is a quantised model; this needs float weights (.pt/.th)")
+    # The akamaster reader accepts any plain state dict too, and names differing keys.
+    return load_pretrained_cifar_resnet(model, path)
+
+
+def save_float_weights(model: nn.Module, path: Path) -> None:
+    from mixq.io import atomic_write
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+@torch.no_grad()
+def top1(model: nn.Module, loader: Any, *, progress: bool = False) -> float:
+    """Top-1 accuracy (a fraction) of ``model`` over ``loader``'s ``(images, labels)``."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            correct += int((model(images).argmax(dim=1) == labels).sum())
+            total += int(labels.numel())
+    finally:
+        model.train(was_training)
+    return correct / max(total, 1)

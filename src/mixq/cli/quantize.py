@@ -1,0 +1,123 @@
+"""``mixq quantize``: quantise a built-in model's float weights with a recipe.
+
+    mixq quantize --model resnet20 --weights resnet20-12fca82f.th --recipe rmsmp -o out/
+    mixq quantize --model small-cnn --weights float.pt --recipe my_recipe.yaml --plan plan.json
+
+The recipe is a preset (fixed4, pot4, sp2-4, fixed8, msp, rmsmp; ``--act-bits`` and
+``--first-last`` shape it) or a YAML/JSON recipe file. Activation ranges are calibrated
+(and weights rounded with error feedback) on ``--calib-images`` training images. Writes
+``<output>/quantized.safetensors``, which records the model's name and the recipe, and
+prints the per-layer summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import mixq
+from mixq.checkpoint import save_quantized
+from mixq.cli._common import (
+    QUANTIZED_NAME,
+    add_data_options,
+    add_model_option,
+    load_model,
+    positive_int,
+)
+from mixq.cli._report_data import build_report, format_report
+from mixq.errors import CheckpointError, RecipeError
+from mixq.plan import Plan
+from mixq.recipe import PRESET_RATIOS, Recipe
+
+log = logging.getLogger("mixq")
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "quantize",
+        parents=[common],
+        help="quantise float weights with a recipe (and a plan); write quantized.safetensors",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_option(parser, required=True)
+    parser.add_argument("--weights", type=Path, required=True, help="float weights (.th/.pt)")
+    parser.add_argument(
+        "--recipe",
+        default="rmsmp",
+        help=f"a preset ({', '.join(PRESET_RATIOS)}) or a YAML/JSON recipe file "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--act-bits", type=int, default=None, help="presets only: activation bits (default 8)"
+    )
+    parser.add_argument(
+        "--first-last",
+        help="presets only: candidate of the first and last layer (default fixed-8; "
+        "'none': like the rest)",
+    )
+    parser.add_argument("--plan", type=Path, help="a plan JSON file (mixq.plan.Plan)")
+    parser.add_argument(
+        "--calib-images",
+        type=positive_int,
+        default=512,
+        help="training images for calibration and rounding (default %(default)s)",
+    )
+    add_data_options(parser, batch_size=64)
+    parser.set_defaults(handler=run, output="mixq-quantized")
+
+
+def resolve_recipe(text: str, act_bits: int | None, first_last: str | None) -> tuple[Recipe, str]:
+    """The recipe and its label: a preset shaped by the options, or a recipe file."""
+    if text in PRESET_RATIOS:
+        edge = first_last or "fixed-8"
+        bits = 8 if act_bits is None else act_bits
+        preset = Recipe.preset(
+            text, act_bits=bits, first_last=None if edge.lower() == "none" else edge
+        )
+        return preset, text
+    path = Path(text)
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise RecipeError(
+            f"unknown recipe {text!r}: give a preset ({', '.join(PRESET_RATIOS)}) "
+            "or a .yaml/.json recipe file"
+        )
+    if act_bits is not None or first_last is not None:
+        raise RecipeError(
+            "--act-bits and --first-last shape presets only; say it in the recipe file"
+        )
+    return Recipe.load(path), path.stem
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe, method = resolve_recipe(args.recipe, args.act_bits, args.first_last)
+    plan = Plan.load(args.plan) if args.plan is not None else None
+    loaded = load_model(args.weights, args.model)
+    if loaded.quantized:
+        raise CheckpointError(f"{args.weights} is a quantised model; quantize needs float weights")
+    calibration = list(
+        loaded.spec.loader("train", args.batch_size, root=args.data_dir, limit=args.calib_images)
+    )
+    quantized = mixq.quantize(
+        loaded.model,
+        recipe,
+        calibration_data=calibration,
+        calibration_batches=len(calibration),
+        plan=plan,
+        progress=not args.quiet,
+    )
+    if plan is not None:
+        method = f"{method}+{plan.method}"
+    extra = {
+        "model": args.model,
+        "method": method,
+        "recipe": recipe.to_dict(),
+        "float_weights": str(args.weights.resolve()),
+    }
+    path = Path(args.output) / QUANTIZED_NAME
+    save_quantized(quantized, path, extra=extra)
+    report = build_report(quantized, loaded.spec.build(), model_name=args.model, method=method)
+    print(format_report(report))
+    log.info("wrote %s", path)
+    return 0

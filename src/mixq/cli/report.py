@@ -1,0 +1,97 @@
+"""``mixq report``: what a quantised model holds, layer by layer, in text, JSON and pictures.
+
+    mixq report out/quantized.safetensors -o report/
+    mixq report mixq-demo/rmsmp/quantized.safetensors --results mixq-demo/demo.json -o report/
+    mixq report --results a/eval.json b/eval.json -o report/
+
+Prints, per layer, the rows of each candidate (scheme and bits), the equivalent bits, the
+activation bits and the stored size, then the model's totals and its float layers. Writes
+``report.json`` (the same, with every row's candidate), ``assignment.png`` (one strip per
+layer, one cell per row, coloured by candidate) and, given result files (such as the
+demo's ``demo.json`` or ``mixq eval``'s ``eval.json``), ``accuracy_bits.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from mixq.cli._common import add_model_option, load_model
+from mixq.cli._plots import NoMatplotlibError, plot_accuracy_bits, plot_assignment
+from mixq.cli._report_data import ModelReport, build_report, format_report
+from mixq.cli._results import ResultFile
+from mixq.errors import CheckpointError
+
+log = logging.getLogger("mixq")
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        parents=[common],
+        help="per-layer summary of a quantised model; heat strip and accuracy-vs-bits plots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, nargs="?", help="a quantized.safetensors file")
+    add_model_option(parser, required=False)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="result files whose rows to plot as accuracy against equivalent bits",
+    )
+    parser.add_argument(
+        "--metric", default="top1", help="the accuracy key of the result rows (default top1)"
+    )
+    parser.set_defaults(handler=run, output="mixq-report")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is None and not args.results:
+        raise CheckpointError("nothing to report: give a checkpoint, --results files, or both")
+    out = Path(args.output)
+    results = [(path, ResultFile.load(path)) for path in args.results]
+    if args.checkpoint is not None:
+        report = _model_report(args.checkpoint, args.model)
+        print(format_report(report))
+        report.save(out / "report.json")
+        draw_or_warn(
+            lambda: plot_assignment(
+                report.assignments,
+                out / "assignment.png",
+                title=f"{report.model} {report.method}: candidate of every row "
+                f"({report.eq_bits:.2f} equivalent bits)",
+            )
+        )
+    if results:
+        series = [(_label(path, result), result.rows) for path, result in results]
+        plot_path = out / "accuracy_bits.png"
+        draw_or_warn(lambda: plot_accuracy_bits(series, plot_path, metric=args.metric))
+    log.info("wrote the report into %s", out)
+    return 0
+
+
+def _model_report(path: Path, model_name: str | None) -> ModelReport:
+    loaded = load_model(path, model_name)
+    if not loaded.quantized:
+        raise CheckpointError(f"{path} holds float weights; report needs a quantised model")
+    return build_report(
+        loaded.model, loaded.spec.build(), model_name=loaded.spec.name, method=loaded.method
+    )
+
+
+def _label(path: Path, result: ResultFile) -> str:
+    return f"{result.benchmark} ({path.parent.name or path.name})"
+
+
+def draw_or_warn(draw: Callable[[], None]) -> None:
+    """Draw, or only warn when matplotlib is missing: the text and JSON are what matter."""
+    try:
+        draw()
+    except NoMatplotlibError as exc:
+        log.warning("no plot: %s", exc)

@@ -1,0 +1,222 @@
+"""Hutchinson estimates of Hessian traces, per layer and per row, over a data loader.
+
+For a Rademacher vector ``v`` (entries ±1), ``E[v_i (Hv)_i] = H_ii``: summing ``v * Hv`` over
+a row estimates the row's trace, over a layer the layer's trace. By default each product
+probes one layer (``v`` is zero on the others, and only that layer's weight is an input of
+the transform, so layers before it need no tangents): the estimate then carries no
+cross-layer Hessian terms, whose noise otherwise dominates (on ResNet-20 it multiplied the
+per-layer standard deviation by about 2 to 10). A layer stops being probed once its
+relative standard error (or the relative change of its mean) is under the tolerance, so
+products go where the noise is.
+
+Each product averages the Hessians of the next ``batches_per_probe`` batches of the loader
+(cycled): the estimate is of the trace of the loss's Hessian over the loader's data, and
+its standard error counts mini-batch noise as well as probe noise. For the trace over a
+fixed set, let one probe span all its batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mixq.calibrate import model_device
+from mixq.convert import quantizable_layer_names
+from mixq.errors import SensitivityError
+from mixq.plan import LayerShape
+from mixq.sensitivity.config import HutchinsonConfig
+from mixq.sensitivity.folded import folded_float_copy
+from mixq.sensitivity.hvp import Hvp, LossFn, Weights, make_hvp
+from mixq.sensitivity.moments import RowSampleStats
+from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
+from mixq.shapes import measure_layer_shapes
+
+
+def hutchinson_traces(
+    model: nn.Module,
+    data: Iterable[Any],
+    config: HutchinsonConfig | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    model_name: str = "",
+    weights_path: str = "",
+    progress: bool = True,
+) -> SensitivityTable:
+    """Estimate the Hessian trace of every chosen layer and of each of its rows.
+
+    Args:
+        model: a float model (or a quantised one: its layers are baked back to float).
+        data: ``(inputs, targets)`` batches; re-iterable (a list or a DataLoader) if the run
+            may need more batches than one pass holds.
+        config: estimator settings and stopping rule (:class:`HutchinsonConfig`).
+        layers: module names (default: every Conv2d/Linear, as
+            :func:`mixq.quantizable_layer_names` lists them).
+        loss_fn: ``loss_fn(outputs, targets)``, a mean over the batch.
+        model_name, weights_path: recorded in the table's :class:`TraceRun`.
+        progress: show a tqdm bar.
+    """
+    config = config or HutchinsonConfig()
+    start = time.perf_counter()
+    target = folded_float_copy(model, fold_bn=config.fold_bn).requires_grad_(False)
+    names = _check_layers(target, layers)
+    weights = {n: target.get_submodule(n).weight.detach() for n in names}
+    stream = _cycle_pairs(data, model_device(target))
+    first = next(stream)
+    stream = itertools.chain([first], stream)
+    shapes = measure_layer_shapes(target, first)
+    stats = {n: RowSampleStats(weights[n].shape[0]) for n in names}
+    hvp = make_hvp(target, loss_fn, config.hvp_mode)
+    generator = torch.Generator().manual_seed(config.seed)
+    groups = [[n] for n in names] if config.probe_scope == "layer" else [names]
+    hvp_count = samples = 0
+    bar = tqdm(
+        total=config.max_probes * len(groups), desc="hessian", disable=not progress, leave=False
+    )
+    try:
+        for _ in range(config.max_probes):
+            open_groups = [g for g in groups if not all(stats[n].done(config) for n in g)]
+            if not open_groups:
+                break
+            for group in open_groups:
+                samples += _probe(hvp, weights, group, stats, stream, generator, config)
+                hvp_count += config.batches_per_probe
+                bar.update()
+            worst = max(s.score(config) for s in stats.values())
+            bar.set_postfix_str(f"{len(open_groups)} open, worst {config.stop_on} {worst:.1%}")
+    finally:
+        bar.close()
+    run = TraceRun(
+        model=model_name,
+        weights=weights_path,
+        loss=getattr(loss_fn, "__name__", type(loss_fn).__name__),
+        config=config,
+        probes=max(s.count for s in stats.values()),
+        hvp_count=hvp_count,
+        samples=samples,
+        converged=all(s.converged(config) for s in stats.values()),
+        max_rel_stderr=max(_rel_stderr(s) for s in stats.values()),
+        seconds=time.perf_counter() - start,
+    )
+    return SensitivityTable({n: _layer(stats[n], shapes[n]) for n in names}, run)
+
+
+def _probe(
+    hvp: Hvp,
+    weights: dict[str, Tensor],
+    group: list[str],
+    stats: dict[str, RowSampleStats],
+    stream: Iterator[tuple[Tensor, Tensor]],
+    generator: torch.Generator,
+    config: HutchinsonConfig,
+) -> int:
+    """One Rademacher probe of the layers in ``group``; returns the samples it read."""
+    primal = {f"{n}.weight": weights[n] for n in group}
+    v = {key: _rademacher(w, generator) for key, w in primal.items()}
+    hv, seen = _averaged_hvp(hvp, primal, v, stream, config.batches_per_probe)
+    for name in group:
+        key = f"{name}.weight"
+        stats[name].add(_row_sums(v[key] * hv[key]))
+    return seen
+
+
+def _rel_stderr(stats: RowSampleStats) -> float:
+    mean = abs(stats.mean())
+    return stats.stderr() / mean if mean > 0 else (0.0 if stats.stderr() == 0 else float("inf"))
+
+
+def _layer(stats: RowSampleStats, shape: LayerShape) -> LayerSensitivity:
+    return LayerSensitivity(
+        shape=shape,
+        probes=stats.count,
+        trace=stats.mean(),
+        trace_stderr=stats.stderr(),
+        row_traces=stats.row_means(),
+        row_stderr=stats.row_stderr(),
+    )
+
+
+def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    available = quantizable_layer_names(model)
+    if layers is None:
+        if not available:
+            raise SensitivityError("the model has no Conv2d or Linear layer to measure")
+        return available
+    unknown = [name for name in layers if name not in available]
+    if unknown:
+        raise SensitivityError(
+            f"no Conv2d/Linear layer named {unknown}; the model has: {', '.join(available)}"
+        )
+    if not layers:
+        raise SensitivityError("no layers to measure (an empty list was given)")
+    return list(dict.fromkeys(layers))
+
+
+def _cycle_pairs(data: Iterable[Any], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """The batches of ``data`` as ``(inputs, targets)`` on ``device``, round and round."""
+    seen = 0
+    while True:
+        fresh = 0
+        for batch in data:
+            fresh += 1
+            seen += 1
+            yield _as_pair(batch, device)
+        if fresh == 0:
+            if seen == 0:
+                raise SensitivityError("the data yielded no batches")
+            raise SensitivityError(
+                f"the data ran out after {seen} batches; pass a re-iterable (a list or a "
+                "DataLoader), or lower max_probes or batches_per_probe"
+            )
+
+
+def _as_pair(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    if (
+        isinstance(batch, list | tuple)
+        and len(batch) >= 2
+        and torch.is_tensor(batch[0])
+        and torch.is_tensor(batch[1])
+    ):
+        return batch[0].to(device), batch[1].to(device)
+    raise SensitivityError(
+        "each batch must be an (inputs, targets) pair of tensors, got "
+        f"{type(batch).__name__}: the loss needs the targets"
+    )
+
+
+def _rademacher(like: Tensor, generator: torch.Generator) -> Tensor:
+    signs = torch.randint(0, 2, like.shape, generator=generator, dtype=torch.int8)
+    return (signs * 2 - 1).to(device=like.device, dtype=like.dtype)
+
+
+def _averaged_hvp(
+    hvp: Hvp,
+    weights: Weights,
+    v: Weights,
+    stream: Iterator[tuple[Tensor, Tensor]],
+    batches: int,
+) -> tuple[Weights, int]:
+    """``Hv`` of the sample-weighted mean loss over the next ``batches`` batches."""
+    total: Weights = {}
+    seen = 0
+    for _ in range(batches):
+        inputs, targets = next(stream)
+        size = int(inputs.shape[0])
+        hv = hvp(weights, v, inputs, targets)
+        for key, value in hv.items():
+            part = value.detach() * size
+            total[key] = total[key] + part if key in total else part
+        seen += size
+    return {key: value / seen for key, value in total.items()}, seen
+
+
+def _row_sums(product: Tensor) -> np.ndarray:
+    return product.reshape(product.shape[0], -1).sum(dim=1).double().cpu().numpy()
