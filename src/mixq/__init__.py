@@ -18,15 +18,18 @@ from mixq.errors import (
     CalibrationError,
     CheckpointError,
     DataError,
+    IntegerConversionError,
     MixqError,
     NonFiniteWeightError,
     NoQuantizableLayerError,
+    PackedFormatError,
     RatioError,
     RecipeError,
     SchemeError,
     UnsupportedLayerError,
     UnusedRuleWarning,
 )
+from mixq.integer import IntegerModel, to_integer
 from mixq.nn.act_quant import ActQuantizer
 from mixq.nn.layers import QuantConv2d, QuantLinear
 from mixq.nn.weight_quant import RowWeightQuantizer
@@ -44,11 +47,14 @@ __all__ = [
     "Candidate",
     "CheckpointError",
     "DataError",
+    "IntegerConversionError",
+    "IntegerModel",
     "LayerConfig",
     "MixqError",
     "ModelSummary",
     "NoQuantizableLayerError",
     "NonFiniteWeightError",
+    "PackedFormatError",
     "QuantConv2d",
     "QuantLinear",
     "Ratio",
@@ -71,4 +77,5 @@ __all__ = [
     "quantize",
     "save_quantized",
     "set_quantization",
+    "to_integer",
 ]

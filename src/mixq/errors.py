@@ -74,3 +74,12 @@ class DeviceError(MixqError, ValueError):
 
 class HardwareCostError(MixqError, ValueError):
     """A plan, layer shapes or unit table that a hardware cost model cannot cost."""
+
+
+class IntegerConversionError(MixqError, ValueError):
+    """A quantised model that cannot run integer-only: a float input, an uncalibrated
+    quantiser, or values that could overflow int32."""
+
+
+class PackedFormatError(CheckpointError):
+    """A packed integer checkpoint that is truncated, edited or of another format version."""

@@ -33,9 +33,13 @@ def round_to_grid(x: Tensor, candidate: Candidate) -> Tensor:
 
 
 def scale_gradient(tensor: Tensor, factor: float) -> Tensor:
-    """The same values, with the gradient multiplied by ``factor`` (LSQ's step-size scaling)."""
+    """The same values, with the gradient multiplied by ``factor`` (LSQ's step-size scaling).
+
+    The value is exactly ``tensor`` (``s - s`` is exactly zero in floating point), so the
+    integer engine, which reads the clip level directly, sees the same step.
+    """
     scaled = tensor * factor
-    return (tensor - scaled).detach() + scaled
+    return tensor.detach() + (scaled - scaled.detach())
 
 
 def lsq_gradient_factor(elements_per_scale: int, candidate: Candidate) -> float:

@@ -23,7 +23,7 @@ def _reference(w: torch.Tensor, alpha: torch.Tensor, assignment: RowAssignment) 
     """Each row quantised on its own, with its own candidate.
 
     The quantiser passes its scales through ``scale_gradient`` (LSQ), whose forward value
-    is the scale up to one float rounding, so comparisons allow a relative 1e-6.
+    is exactly the scale.
     """
     return torch.cat(
         [

@@ -50,13 +50,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive_int, default=2, help="float training epochs")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="float training epochs")
     parser.add_argument(
-        "--train-images", type=positive_int, default=30000, help="float training subset"
+        "--train-images", type=positive_int, default=60000, help="float training subset"
     )
     parser.add_argument("--qat-epochs", type=positive_int, default=1)
     parser.add_argument(
-        "--qat-images", type=positive_int, default=10000, help="fine-tuning subset per method"
+        "--qat-images", type=positive_int, default=20000, help="fine-tuning subset per method"
     )
     parser.add_argument("--test-images", type=positive_int, help="test subset (default all)")
     parser.add_argument("--calib-images", type=positive_int, default=256)

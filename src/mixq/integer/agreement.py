@@ -1,0 +1,95 @@
+"""Layer-by-layer agreement between a fake-quantised model and its integer model.
+
+The fake-quantised model rounds in float32: a sum of products is rounded at every
+addition, in an order the integer engine cannot reproduce, so a value that lies within a
+float32 rounding (or within the integer model's ``2^-FINE_BITS`` of a step) of a midpoint
+between two levels can round either way. Exact agreement is therefore impossible in
+general; what holds is that every input level differs by at most one, and that such
+differences are rare. :func:`compare_layers` measures both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mixq.integer.compile import IntegerModel
+from mixq.nn.layers import QUANT_LAYERS
+
+
+@dataclass(frozen=True)
+class LayerAgreement:
+    """How one quantised layer's input levels compare: integer engine against fake-quant."""
+
+    name: str
+    elements: int
+    mismatches: int
+    max_abs_diff: int
+
+    @property
+    def mismatch_rate(self) -> float:
+        return self.mismatches / max(self.elements, 1)
+
+
+def compare_layers(
+    quantized: nn.Module, integer: IntegerModel, batches: Iterable[Tensor]
+) -> list[LayerAgreement]:
+    """Input levels of every quantised layer in both models, over ``batches`` of inputs."""
+    totals: dict[str, list[int]] = {name: [0, 0, 0] for name in integer.layer_inputs}
+    layers = {n: m for n, m in quantized.named_modules() if isinstance(m, QUANT_LAYERS)}
+    modules = dict(integer.graph_module.named_modules())
+    for x in batches:
+        fake = _capture_fake(quantized, layers, x)
+        exact = _capture_integer(integer, modules, x)
+        for name, levels in exact.items():
+            diff = (levels - fake[name]).abs()
+            total = totals[name]
+            total[0] += diff.numel()
+            total[1] += int((diff > 0).sum())
+            total[2] = max(total[2], int(diff.max()) if diff.numel() else 0)
+    return [LayerAgreement(name, *values) for name, values in totals.items()]
+
+
+def _capture_fake(model: nn.Module, layers: dict[str, nn.Module], x: Tensor) -> dict[str, Tensor]:
+    levels: dict[str, Tensor] = {}
+    handles = []
+    for name, layer in layers.items():
+        if layer.act_quant is None:
+            continue
+        step = layer.act_quant.step
+
+        def hook(
+            _m: nn.Module, _i: object, out: Tensor, name: str = name, step: Tensor = step
+        ) -> None:
+            levels[name] = torch.round(out / step).to(torch.int64)
+
+        handles.append(layer.act_quant.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return levels
+
+
+def _capture_integer(
+    model: IntegerModel, modules: dict[str, nn.Module], x: Tensor
+) -> dict[str, Tensor]:
+    levels: dict[str, Tensor] = {}
+    handles = []
+    for name, target in model.layer_inputs.items():
+
+        def hook(_m: nn.Module, _i: object, out: Tensor, name: str = name) -> None:
+            levels[name] = out
+
+        handles.append(modules[target].register_forward_hook(hook))
+    try:
+        model.forward_integer(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return levels

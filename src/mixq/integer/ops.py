@@ -1,0 +1,247 @@
+"""The integer model's operations. Every tensor between them is int64 holding values that
+fit int32; the only float operations are the entrance (:class:`QuantizeInput`) and the exit
+(:class:`Dequantize`).
+
+A layer's rows run grouped by scheme, each group as its hardware would: fixed-point rows as
+integer multiplies, PoT rows as one shift and SP2 rows as two shifts and an add (a
+convolution with a ternary weight per shift: additions and subtractions only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mixq.integer.dyadic import dyadic_multiply
+from mixq.integer.weights import IntegerWeights, shift_add_terms
+from mixq.schemes import Scheme
+
+Engine = str  # "reference" (int64 kernels, shift-add rows) or "int8" (oneDNN int8 GEMM)
+ENGINES = ("reference", "int8")
+
+
+def _buffer(values: np.ndarray | Tensor) -> Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.int64).clone()
+
+
+class QuantizeInput(nn.Module):
+    """The entrance: ``clamp(round(x / step), low, high)``, as the fake quantiser computes it."""
+
+    def __init__(self, step: Tensor, low: int, high: int) -> None:
+        super().__init__()
+        self.register_buffer("step", step.detach().float().reshape(()).clone())
+        self.low, self.high = low, high
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = (x.float() / self.step).clamp(float(self.low), float(self.high))
+        return torch.round(v).to(torch.int64)
+
+    def extra_repr(self) -> str:
+        return f"step={float(self.step):.6g}, range=[{self.low}, {self.high}]"
+
+
+class Requantize(nn.Module):
+    """``clamp(round(x * m / 2^c), low, high)``: an int tensor to a layer's input levels."""
+
+    def __init__(self, multiplier: int, shift: int, low: int, high: int) -> None:
+        super().__init__()
+        self.register_buffer("multiplier", torch.tensor(int(multiplier)))
+        self.register_buffer("shift", torch.tensor(int(shift)))
+        self.low, self.high = low, high
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dyadic_multiply(x, self.multiplier, self.shift).clamp(self.low, self.high)
+
+    def extra_repr(self) -> str:
+        return f"m={int(self.multiplier)}, c={int(self.shift)}, range=[{self.low}, {self.high}]"
+
+
+class Rescale(nn.Module):
+    """``round(x * m / 2^c)``: moves an int tensor to another scale (a residual branch)."""
+
+    def __init__(self, multiplier: int, shift: int) -> None:
+        super().__init__()
+        self.register_buffer("multiplier", torch.tensor(int(multiplier)))
+        self.register_buffer("shift", torch.tensor(int(shift)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dyadic_multiply(x, self.multiplier, self.shift)
+
+
+class GlobalAvgPool(nn.Module):
+    """Sum over the spatial positions, then one dyadic multiply for ``1/N`` and the rescale."""
+
+    def __init__(self, multiplier: int, shift: int, keepdim: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("multiplier", torch.tensor(int(multiplier)))
+        self.register_buffer("shift", torch.tensor(int(shift)))
+        self.keepdim = keepdim
+
+    def forward(self, x: Tensor) -> Tensor:
+        total = x.sum(dim=(-2, -1), keepdim=self.keepdim)
+        return dyadic_multiply(total, self.multiplier, self.shift)
+
+
+class MaxPool(nn.Module):
+    """Max pooling without padding on integers (the order of values does not need a scale)."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        windows = x.unfold(2, self.kernel, self.stride).unfold(3, self.kernel, self.stride)
+        return windows.amax(dim=(-2, -1))
+
+
+class Dequantize(nn.Module):
+    """The exit: integers times their scale, as float32."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.double() * self.scale).float()
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}"
+
+
+class IntegerLayer(nn.Module):
+    """A quantised conv or linear on integer inputs: int accumulators, then requantisation
+    of each row ``r`` by ``m_r / 2^c_r`` with its bias folded into ``offset_r``."""
+
+    def __init__(
+        self,
+        weights: IntegerWeights,
+        conv: dict[str, Any] | None,
+        multiplier: np.ndarray,
+        shift: np.ndarray,
+        offset: np.ndarray,
+        engine: Engine = "reference",
+        input_offset: int = 0,
+    ) -> None:
+        super().__init__()
+        self.conv = conv  # stride, padding, dilation, groups; None for a linear layer
+        self.engine = engine
+        self.register_buffer("multiplier", _buffer(multiplier))
+        self.register_buffer("shift", _buffer(shift))
+        self.register_buffer("offset", _buffer(offset))
+        self.register_buffer("weight", weights.values.clone())
+        self.schemes = [str(c) for c in weights.candidates]
+        self._build_groups(weights)
+        if engine == "int8":
+            self._build_int8(input_offset)
+
+    def _build_groups(self, weights: IntegerWeights) -> None:
+        grouped = self.conv is not None and self.conv["groups"] > 1
+        order: list[Tensor] = []
+        self.groups: list[tuple[str, Tensor, list[tuple[int, Tensor]]]] = []
+        for code, candidate in enumerate(weights.candidates):
+            rows = torch.from_numpy(np.flatnonzero(weights.codes == code))
+            if rows.numel() == 0:
+                continue
+            if grouped:  # a grouped conv keeps every row; the others are zero
+                values = torch.zeros_like(weights.values)
+                values[rows] = weights.values[rows]
+            else:
+                values = weights.values[rows]
+                order.append(rows)
+            terms = [(0, values)] if candidate.scheme is Scheme.FIXED else shift_add_terms(values)
+            self.groups.append((str(candidate), rows, terms))
+        self.gathered = not grouped
+        self.inverse = torch.argsort(torch.cat(order)) if order else None
+
+    def _build_int8(self, input_offset: int) -> None:
+        rows = self.weight.reshape(self.weight.shape[0], -1)
+        self.input_offset = input_offset
+        # (x - o) . w + o * sum(w) = x . w: inputs shifted into int8, corrected exactly.
+        self.int8_weight = rows.t().contiguous().to(torch.int8)
+        self.int8_correction = input_offset * rows.sum(dim=1)
+
+    def accumulate(self, q: Tensor) -> Tensor:
+        """Integer accumulators ``sum_j q_j * w_rj`` (int64; each fits int32)."""
+        if self.engine == "int8":
+            return self._accumulate_int8(q)
+        parts = []
+        for _, _, terms in self.groups:
+            acc = None
+            for bit, ternary_or_values in terms:
+                partial = self._apply(q, ternary_or_values)
+                partial = partial << bit if bit else partial
+                acc = partial if acc is None else acc + partial
+            parts.append(acc)
+        if not self.gathered:
+            return torch.stack(parts).sum(dim=0)
+        out = torch.cat(parts, dim=1)
+        return out.index_select(1, self.inverse) if len(parts) > 1 else out
+
+    def _apply(self, q: Tensor, values: Tensor) -> Tensor:
+        if self.conv is None:
+            return q @ values.t()
+        return F.conv2d(q, values, **self.conv)
+
+    def _accumulate_int8(self, q: Tensor) -> Tensor:
+        shifted = q - self.input_offset
+        if self.conv is None:
+            lead = shifted.shape[:-1]
+            acc = torch._int_mm(
+                shifted.reshape(-1, shifted.shape[-1]).to(torch.int8), self.int8_weight
+            )
+            return (acc.to(torch.int64) + self.int8_correction).reshape(*lead, -1)
+        else:
+            cols, (n, h, w) = _im2col(q, shifted, self.weight.shape, self.conv, self.input_offset)
+        acc = torch._int_mm(cols.to(torch.int8), self.int8_weight).to(torch.int64)
+        acc = acc + self.int8_correction
+        return acc.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def forward(self, q: Tensor) -> Tensor:
+        acc = self.accumulate(q)
+        dim = 1 if self.conv is not None else -1
+        m = _per_channel(self.multiplier, acc, dim)
+        c = _per_channel(self.shift, acc, dim)
+        b = _per_channel(self.offset, acc, dim)
+        return dyadic_multiply(acc, m, c, b)
+
+    def extra_repr(self) -> str:
+        kind = "conv" if self.conv is not None else "linear"
+        groups = ", ".join(f"{name}: {rows.numel()}" for name, rows, _ in self.groups)
+        return f"{kind}, engine={self.engine}, {groups}"
+
+
+def _im2col(
+    q: Tensor, shifted: Tensor, weight_shape: torch.Size, conv: dict[str, Any], offset: int
+) -> tuple[Tensor, tuple[int, int, int]]:
+    # PyTorch's im2col has no integer kernel; the values are integers below 2^8, which
+    # float32 copies exactly. Padding must hold the shifted zero, -offset, not 0.
+    kh, kw = weight_shape[-2:]
+    pad_h, pad_w = conv["padding"]
+    x = shifted.float()
+    if (pad_h or pad_w) and offset:
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), value=float(-offset))
+        pad_h = pad_w = 0
+    cols = F.unfold(
+        x, (kh, kw), dilation=conv["dilation"], padding=(pad_h, pad_w), stride=conv["stride"]
+    )
+    n = q.shape[0]
+    h_out = _out_size(q.shape[2], kh, conv, 0)
+    w_out = _out_size(q.shape[3], kw, conv, 1)
+    return cols.transpose(1, 2).reshape(n * h_out * w_out, -1), (n, h_out, w_out)
+
+
+def _out_size(size: int, kernel: int, conv: dict[str, Any], axis: int) -> int:
+    pad, dil, stride = conv["padding"][axis], conv["dilation"][axis], conv["stride"][axis]
+    return (size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+
+
+def _per_channel(values: Tensor, like: Tensor, dim: int) -> Tensor:
+    if values.dim() == 0 or values.numel() == 1:
+        return values.reshape(())
+    shape = [1] * like.dim()
+    shape[dim] = -1
+    return values.view(shape)
