@@ -4,8 +4,10 @@ The fake-quantised model rounds in float32: a sum of products is rounded at ever
 addition, in an order the integer engine cannot reproduce, so a value that lies within a
 float32 rounding (or within the integer model's ``2^-FINE_BITS`` of a step) of a midpoint
 between two levels can round either way. Exact agreement is therefore impossible in
-general; what holds is that every input level differs by at most one, and that such
-differences are rare. :func:`compare_layers` measures both.
+general; what holds is that, given the same input levels, every layer's next levels differ
+by at most one, and that such differences are rare. :func:`compare_layers` measures both:
+teacher-forced (each quantiser of the integer model is fed the fake-quantised model's
+levels, so each layer is judged alone) or free-running (differences may compound).
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ class LayerAgreement:
 
 
 def compare_layers(
-    quantized: nn.Module, integer: IntegerModel, batches: Iterable[Tensor]
+    quantized: nn.Module,
+    integer: IntegerModel,
+    batches: Iterable[Tensor],
+    *,
+    teacher_forced: bool = True,
 ) -> list[LayerAgreement]:
     """Input levels of every quantised layer in both models, over ``batches`` of inputs."""
     totals: dict[str, list[int]] = {name: [0, 0, 0] for name in integer.layer_inputs}
@@ -43,7 +49,7 @@ def compare_layers(
     modules = dict(integer.graph_module.named_modules())
     for x in batches:
         fake = _capture_fake(quantized, layers, x)
-        exact = _capture_integer(integer, modules, x)
+        exact = _capture_integer(integer, modules, x, fake if teacher_forced else None)
         for name, levels in exact.items():
             diff = (levels - fake[name]).abs()
             total = totals[name]
@@ -77,14 +83,19 @@ def _capture_fake(model: nn.Module, layers: dict[str, nn.Module], x: Tensor) -> 
 
 
 def _capture_integer(
-    model: IntegerModel, modules: dict[str, nn.Module], x: Tensor
+    model: IntegerModel,
+    modules: dict[str, nn.Module],
+    x: Tensor,
+    forced: dict[str, Tensor] | None,
 ) -> dict[str, Tensor]:
     levels: dict[str, Tensor] = {}
     handles = []
     for name, target in model.layer_inputs.items():
 
-        def hook(_m: nn.Module, _i: object, out: Tensor, name: str = name) -> None:
+        def hook(_m: nn.Module, _i: object, out: Tensor, name: str = name) -> Tensor | None:
             levels[name] = out
+            # A forward hook's return value replaces the module's output.
+            return forced[name] if forced is not None else None
 
         handles.append(modules[target].register_forward_hook(hook))
     try:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from mixq.errors import IntegerConversionError, UnsupportedLayerError
-from mixq.integer.dyadic import Dyadic
+from mixq.integer.dyadic import MULTIPLIER_BITS, Dyadic
 from mixq.integer.ops import (
     ENGINES,
     GlobalAvgPool,
@@ -36,11 +36,12 @@ from mixq.integer.ops import (
     QuantizeInput,
     Requantize,
     Rescale,
+    layer_engine,
 )
 from mixq.integer.weights import integer_weights
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 
-FINE_BITS = 16
+FINE_BITS = 24
 """Extra fractional bits of the integers between quantisers, beyond the activation step."""
 
 INT32_LIMIT = 2**31 - 1
@@ -115,11 +116,22 @@ def to_integer(model: nn.Module, example_input: Tensor, engine: str = "reference
     model = copy.deepcopy(model).eval()
     if not any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
+    _check_calibrated(model)
     traced = _trace(model)
     with torch.no_grad():
         ShapeProp(fx.GraphModule(model, traced)).propagate(example_input)
     builder = _Builder(model, traced, engine)
     return builder.build()
+
+
+def _check_calibrated(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        act = getattr(module, "act_quant", None) if isinstance(module, QUANT_LAYERS) else None
+        if act is not None and not bool(act.calibrated):
+            raise IntegerConversionError(
+                f"layer {name!r}: input quantiser not calibrated; pass calibration data to "
+                "mixq.quantize or call mixq.calibrate first"
+            )
 
 
 class _Tracer(fx.Tracer):
@@ -304,13 +316,7 @@ class _Builder:
         scale = self._fine_scale(node, float(acc_scale.min()), bound_real)
         multiplier, shift, offset = _requantizer(acc_scale / scale, bias_real / scale, name)
         conv = _conv_params(layer) if isinstance(layer, QuantConv2d) else None
-        int8_offset = 128 if high > 127 else 0
-        if self.engine == "int8" and not _fits_int8(
-            weights.values, low - int8_offset, high - int8_offset
-        ):
-            engine = "reference"  # the rest runs in the reference engine
-        else:
-            engine = self.engine
+        engine, int8_offset = layer_engine(weights.values, conv, low, high, self.engine)
         module = IntegerLayer(weights, conv, multiplier, shift, offset, engine, int8_offset)
         _, out = self._call(name, module, q_node)
         self.env[node] = _Value(out, scale, bound_real / scale + 1)
@@ -321,7 +327,7 @@ class _Builder:
         if value.scale is None:
             module: nn.Module = QuantizeInput(step_tensor, low, high)
         else:
-            d = Dyadic.from_values(value.scale / step)
+            d = _dyadic(value.scale / step, value.bound)
             module = Requantize(int(d.multiplier[0]), int(d.shift[0]), low, high)
         target, q_node = self._call(f"{name}.input", module, value.node)
         self.layer_inputs[name] = target
@@ -355,7 +361,7 @@ class _Builder:
         assert value.scale is not None
         if value.scale == scale:
             return value.node
-        d = Dyadic.from_values(value.scale / scale)
+        d = _dyadic(value.scale / scale, value.bound)
         _, new = self._call(
             f"{name}.rescale", Rescale(int(d.multiplier[0]), int(d.shift[0])), value.node
         )
@@ -368,7 +374,7 @@ class _Builder:
         bound_real = value.bound * value.scale
         scale = self._fine_scale(node, value.scale, bound_real)
         positions = _spatial_positions(node)
-        d = Dyadic.from_values(value.scale / (positions * scale))
+        d = _dyadic(value.scale / (positions * scale), value.bound * positions)
         pool = GlobalAvgPool(int(d.multiplier[0]), int(d.shift[0]), keepdim)
         _, new = self._call(node.name, pool, value.node)
         self.env[node] = _Value(new, scale, bound_real / scale + 1)
@@ -385,6 +391,14 @@ class _Builder:
             raise IntegerConversionError("the model's output does not depend on a quantised layer")
         self.output_scale = value.scale
         self.graph.output(value.node)
+
+
+def _dyadic(ratio: float, input_bound: float) -> Dyadic:
+    """A multiplier narrow enough that ``input * multiplier`` cannot overflow int64."""
+    bits = min(MULTIPLIER_BITS, 62 - math.ceil(math.log2(input_bound + 1)))
+    if bits < 8:
+        raise IntegerConversionError(f"values up to {input_bound:.3g} leave no room in int64")
+    return Dyadic.from_values(ratio, bits=bits)
 
 
 def _requantizer(
@@ -412,10 +426,6 @@ def _conv_params(layer: QuantConv2d) -> dict[str, Any]:
         "dilation": tuple(layer.dilation),
         "groups": layer.groups,
     }
-
-
-def _fits_int8(values: Tensor, low: int, high: int) -> bool:
-    return int(values.abs().max()) <= 127 and low >= -128 and high <= 127
 
 
 def _is_global(size: Any) -> bool:

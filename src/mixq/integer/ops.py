@@ -1,6 +1,6 @@
 """The integer model's operations. Every tensor between them is int64 holding values that
 fit int32; the only float operations are the entrance (:class:`QuantizeInput`) and the exit
-(:class:`Dequantize`).
+(:meth:`mixq.integer.IntegerModel.forward` multiplies the output integers by their scale).
 
 A layer's rows run grouped by scheme, each group as its hardware would: fixed-point rows as
 integer multiplies, PoT rows as one shift and SP2 rows as two shifts and an add (a
@@ -22,6 +22,18 @@ from mixq.schemes import Scheme
 
 Engine = str  # "reference" (int64 kernels, shift-add rows) or "int8" (oneDNN int8 GEMM)
 ENGINES = ("reference", "int8")
+
+
+def layer_engine(
+    values: Tensor, conv: dict[str, Any] | None, low: int, high: int, engine: Engine
+) -> tuple[Engine, int]:
+    """The engine a layer runs on and the int8 input offset: unsigned 8-bit inputs shift by
+    128 into int8; wide integers and grouped convs stay on the reference engine (what the
+    int8 GEMM cannot run)."""
+    offset = 128 if high > 127 else 0
+    fits = int(values.abs().max()) <= 127 and low - offset >= -128 and high - offset <= 127
+    grouped = conv is not None and conv["groups"] > 1
+    return (engine if fits and not grouped else "reference"), offset
 
 
 def _buffer(values: np.ndarray | Tensor) -> Tensor:
@@ -98,20 +110,6 @@ class MaxPool(nn.Module):
         return windows.amax(dim=(-2, -1))
 
 
-class Dequantize(nn.Module):
-    """The exit: integers times their scale, as float32."""
-
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.scale = float(scale)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x.double() * self.scale).float()
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:.6g}"
-
-
 class IntegerLayer(nn.Module):
     """A quantised conv or linear on integer inputs: int accumulators, then requantisation
     of each row ``r`` by ``m_r / 2^c_r`` with its bias folded into ``offset_r``."""
@@ -178,8 +176,9 @@ class IntegerLayer(nn.Module):
             parts.append(acc)
         if not self.gathered:
             return torch.stack(parts).sum(dim=0)
-        out = torch.cat(parts, dim=1)
-        return out.index_select(1, self.inverse) if len(parts) > 1 else out
+        channel = 1 if self.conv is not None else -1
+        out = torch.cat(parts, dim=channel)
+        return out.index_select(channel, self.inverse) if len(parts) > 1 else out
 
     def _apply(self, q: Tensor, values: Tensor) -> Tensor:
         if self.conv is None:
@@ -194,8 +193,7 @@ class IntegerLayer(nn.Module):
                 shifted.reshape(-1, shifted.shape[-1]).to(torch.int8), self.int8_weight
             )
             return (acc.to(torch.int64) + self.int8_correction).reshape(*lead, -1)
-        else:
-            cols, (n, h, w) = _im2col(q, shifted, self.weight.shape, self.conv, self.input_offset)
+        cols, (n, h, w) = _im2col(q, shifted, self.weight.shape, self.conv, self.input_offset)
         acc = torch._int_mm(cols.to(torch.int8), self.int8_weight).to(torch.int64)
         acc = acc + self.int8_correction
         return acc.reshape(n, h, w, -1).permute(0, 3, 1, 2)

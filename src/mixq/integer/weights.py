@@ -14,10 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixq.errors import SchemeError, UnsupportedLayerError
+from mixq.errors import IntegerConversionError, SchemeError, UnsupportedLayerError
 from mixq.fakequant import MIN_SCALE, round_to_grid
 from mixq.grids import integer_magnitudes
 from mixq.schemes import Candidate, Scheme
+
+_MAX_DENOMINATOR = 2**30
 
 # Set bits of an integer magnitude that each scheme's hardware adds up.
 _MAX_TERMS = {Scheme.POT: 1, Scheme.SP2: 2}
@@ -72,6 +74,11 @@ def integer_weights(layer: torch.nn.Module) -> IntegerWeights:
             scale = alpha[rows].clamp_min(MIN_SCALE).unsqueeze(1)
             levels = round_to_grid((w_rows[rows] / scale).clamp(-1.0, 1.0), candidate)
             _, denominator = integer_magnitudes(candidate)
+            if denominator > _MAX_DENOMINATOR:
+                raise IntegerConversionError(
+                    f"{candidate}: its finest level is 1/{denominator} of the clip, so its "
+                    "integers do not fit 31 bits; use fewer PoT bits for integer inference"
+                )
             values[rows] = torch.round(levels.double() * denominator).to(torch.int64)
             step[rows.numpy()] = scale.squeeze(1).double().numpy() / denominator
     _check_terms(values, codes, quantizer.candidates)

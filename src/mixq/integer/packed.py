@@ -1,0 +1,658 @@
+"""Packed checkpoints of an integer model: weights at their bit width, in one safetensors file.
+
+:func:`save_packed` writes an :class:`~mixq.integer.compile.IntegerModel`;
+:func:`load_packed` rebuilds it (same graph, same modules, bit-identical integers) without
+the float model it came from, and refuses a file that is truncated, edited or of another
+version with :class:`~mixq.errors.PackedFormatError`.
+
+Format ``mixq-packed``, version 1
+---------------------------------
+Tensors (safetensors, little-endian), for each module ``M`` of the integer graph:
+
+- ``IntegerLayer`` ``M`` with ``R`` rows of ``E`` weights each and candidates ``C``:
+
+  - ``M.codes``: uint8 ``(R,)``, row ``r``'s index into the layer's ``candidates``;
+  - ``M.weight.<c>`` for each candidate ``c`` with at least one row: uint8, the packed
+    weights of the rows with that code, in ascending row order, each row's ``E`` integers in
+    C order. Each integer is stored as its *level index*, its position ``0..L-1`` in the
+    candidate's sorted signed integer grid (``sp2-4``: -8,-6,-5,-4,-2,-1,0,1,2,4,5,6,8), in
+    exactly ``c.bits`` bits: every ``b``-bit grid has at most ``2^b`` levels. The indices form
+    one LSB-first bit stream (value ``i`` in stream bits ``[i*b, (i+1)*b)``, stream bit ``j``
+    is bit ``j % 8`` of byte ``j // 8``): two 4-bit values per byte (the first in the low
+    nibble), 8-bit values as bytes, 3-bit values densely across byte boundaries. The group
+    takes ``ceil(bits * rows_in_group * E / 8)`` bytes, at most the per-row bound
+    ``sum over its rows of ceil(bits * E / 8)``; only its last byte has padding.
+  - ``M.multiplier``, ``M.shift``, ``M.offset``: int64 ``(R,)``, each row's requantisation
+    ``round((acc * multiplier + offset) / 2^shift)``.
+
+- ``QuantizeInput`` ``M``: ``M.step``, float32 scalar, the input's activation step.
+
+Metadata key ``"mixq"``: a JSON header with ``format`` (``"mixq-packed"``), ``version``
+(1), ``candidates`` (every candidate the file uses), ``output_scale``, ``layer_inputs``,
+``modules`` (name to ``kind`` and scalar attributes: ``low``/``high``, ``multiplier``/
+``shift``, ``keepdim``, ``kernel``/``stride``, ``scale``, and for layers ``weight_shape``,
+``candidates`` and ``conv``), ``nodes`` (the fx graph in order: ``name``, ``op``,
+``target``, ``args`` and ``kwargs`` where ``{"node": name}`` refers to an earlier node and
+``{"tuple": [...]}``, ``{"list": [...]}``, ``{"slice": [a, b, c]}`` tag the other
+non-JSON values) and ``checksum``: ``"sha256:"`` and the hex digest of :func:`checksum`
+(the header without its checksum, then every tensor's name, dtype, shape and bytes).
+Function targets are looked up in a fixed table, never imported by name. A reader of
+version 1 refuses any other version, newer ones included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from mixq.errors import IntegerConversionError, MixqError, PackedFormatError
+from mixq.grids import integer_magnitudes
+from mixq.integer.compile import IntegerModel
+from mixq.integer.dyadic import MAX_SHIFT, MULTIPLIER_BITS
+from mixq.integer.ops import (
+    ENGINES,
+    GlobalAvgPool,
+    IntegerLayer,
+    MaxPool,
+    QuantizeInput,
+    Requantize,
+    Rescale,
+    layer_engine,
+)
+from mixq.integer.weights import IntegerWeights
+from mixq.io import atomic_write
+from mixq.schemes import Candidate
+
+FORMAT_NAME = "mixq-packed"
+FORMAT_VERSION = 1
+_HEADER_KEY = "mixq"
+
+# The functions and methods the integer compiler emits; a file can name only these.
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "torch.clamp_min": torch.clamp_min,
+    "torch.flatten": torch.flatten,
+    "torch.reshape": torch.reshape,
+    "torch.relu": torch.relu,
+    "torch.add": torch.add,
+    "torch.nn.functional.pad": F.pad,
+    "torch.nn.functional.relu": F.relu,
+    "operator.add": operator.add,
+    "operator.iadd": operator.iadd,
+    "operator.getitem": operator.getitem,
+    "getattr": getattr,
+}
+_METHODS = frozenset(
+    {"view", "reshape", "flatten", "contiguous", "size", "squeeze", "unsqueeze", "relu", "add"}
+)
+_OPS = frozenset({"placeholder", "call_module", "call_function", "call_method", "output"})
+_MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay in int64
+
+
+# -- public API ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackedSize:
+    """Bytes of a model's packed file, against its weights as float32."""
+
+    weight_bytes: int  # the packed weight integers of every layer
+    float_weight_bytes: int  # the same weights as float32
+    other_bytes: int  # codes, multipliers, shifts, offsets, activation steps
+
+    @property
+    def ratio(self) -> float:
+        """How many times smaller the packed weights are than float32 ones."""
+        return self.float_weight_bytes / max(self.weight_bytes, 1)
+
+
+def save_packed(model: IntegerModel, path: str | Path) -> None:
+    """Write ``model`` to ``path`` (a temporary file, then a rename: never half-written)."""
+    tensors, header = _encode(model)
+    header["checksum"] = checksum(header, tensors)
+    metadata = {_HEADER_KEY: json.dumps(header)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_packed(path: str | Path, engine: str = "reference") -> IntegerModel:
+    """Rebuild the integer model saved at ``path``, running on ``engine``."""
+    if engine not in ENGINES:
+        raise IntegerConversionError(f"unknown engine {engine!r}; use one of {ENGINES}")
+    header, tensors = _read(Path(path))
+    try:
+        return _Decoder(header, tensors, engine).build()
+    except PackedFormatError as exc:
+        raise PackedFormatError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        # Only a hand-made file that carries a valid checksum gets here.
+        raise PackedFormatError(f"{path}: cannot rebuild the model ({exc})") from None
+
+
+def packed_size(model: IntegerModel) -> PackedSize:
+    """The sizes :func:`save_packed` would write for ``model``'s tensors."""
+    tensors, _ = _encode(model)
+    # Module names have no dots, so ".weight." marks exactly the packed weight tensors.
+    weight = sum(t.numel() for name, t in tensors.items() if ".weight." in name)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    layers = [m for m in model.graph_module.modules() if isinstance(m, IntegerLayer)]
+    float_bytes = sum(4 * m.weight.numel() for m in layers)
+    return PackedSize(weight, float_bytes, total - weight)
+
+
+def checksum(header: dict[str, Any], tensors: dict[str, Tensor]) -> str:
+    """``"sha256:<hex>"`` of the header (less its ``checksum``) and every tensor."""
+    digest = hashlib.sha256()
+    body = {k: v for k, v in header.items() if k != "checksum"}
+    digest.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        # As raw bytes, so a file with any dtype (bfloat16 too) gets a checksum to refuse.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+# -- level indices and bit packing --------------------------------------------------------
+
+
+@cache
+def _levels(candidate: Candidate) -> np.ndarray:
+    """The candidate's signed integer grid, sorted: level index ``i`` stands for ``[i]``."""
+    magnitudes, _ = integer_magnitudes(candidate)
+    if max(magnitudes) >= 2**62:
+        raise PackedFormatError(f"{candidate} integers do not fit int64")
+    grid = np.array(magnitudes, dtype=np.int64)
+    levels = np.unique(np.concatenate([-grid, grid]))
+    assert len(levels) <= 2**candidate.bits, f"{candidate}: more levels than its bits hold"
+    levels.flags.writeable = False  # shared by every caller through the cache
+    return levels
+
+
+def pack_levels(values: np.ndarray, candidate: Candidate) -> np.ndarray:
+    """Integers on ``candidate``'s grid as level indices, packed ``candidate.bits`` each."""
+    levels = _levels(candidate)
+    flat = values.reshape(-1)
+    index = np.searchsorted(levels, flat).clip(0, len(levels) - 1)
+    if not np.array_equal(levels[index], flat):
+        raise PackedFormatError(f"weights off the {candidate} grid cannot be packed")
+    return pack_bits(index, candidate.bits)
+
+
+def unpack_levels(data: np.ndarray, candidate: Candidate, count: int) -> np.ndarray:
+    """The ``count`` integers :func:`pack_levels` packed into ``data`` (int64)."""
+    levels = _levels(candidate)
+    index = unpack_bits(data, candidate.bits, count)
+    if count and int(index.max()) >= len(levels):
+        raise PackedFormatError(
+            f"{candidate} level index {int(index.max())} out of range (grid of {len(levels)})"
+        )
+    return levels[index]
+
+
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Non-negative integers below ``2^bits`` as one LSB-first bit stream, in bytes.
+
+    >>> pack_bits(np.array([1, 2, 3]), 4).tolist()  # 0x21, then 0x03 and 4 padding bits
+    [33, 3]
+    """
+    planes = (values.astype(np.int64)[:, None] >> np.arange(bits)) & 1  # (N, bits)
+    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little")
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The ``count`` values of ``bits`` bits :func:`pack_bits` wrote (int64)."""
+    planes = np.unpackbits(data, count=count * bits, bitorder="little").reshape(count, bits)
+    return (planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
+
+
+def packed_bytes(bits: int, count: int) -> int:
+    """Bytes of ``count`` packed values of ``bits`` bits."""
+    return math.ceil(bits * count / 8)
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+def _encode(model: IntegerModel) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and the header (without checksum) of ``model``."""
+    graph_module = model.graph_module
+    tensors: dict[str, Tensor] = {}
+    modules: dict[str, Any] = {}
+    nodes = []
+    for node in graph_module.graph.nodes:
+        nodes.append(_encode_node(node))
+        if node.op == "call_module" and node.target not in modules:
+            target = str(node.target)
+            if "." in target:  # to_integer flattens names; a nested module would not rebuild
+                raise PackedFormatError(f"module {target!r} is nested; only flat graphs pack")
+            module = graph_module.get_submodule(target)
+            modules[target] = _encode_module(target, module, tensors)
+    candidates = {c for m in modules.values() for c in m.get("candidates", ())}
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "candidates": sorted(candidates),
+        "output_scale": float(model.output_scale),
+        "layer_inputs": dict(model.layer_inputs),
+        "modules": modules,
+        "nodes": nodes,
+    }
+    return tensors, header
+
+
+def _encode_node(node: fx.Node) -> dict[str, Any]:
+    if node.op not in _OPS:
+        raise PackedFormatError(f"node {node.name}: op {node.op!r} cannot be packed")
+    entry: dict[str, Any] = {"name": node.name, "op": node.op, "target": _target_name(node)}
+    entry["args"] = [_encode_arg(a) for a in node.args]
+    entry["kwargs"] = {k: _encode_arg(v) for k, v in node.kwargs.items()}
+    return entry
+
+
+def _target_name(node: fx.Node) -> str:
+    if node.op == "call_function":
+        name = next((k for k, f in _FUNCTIONS.items() if f is node.target), None)
+        if name is None:
+            raise PackedFormatError(f"node {node.name}: function {node.target} cannot be packed")
+        return name
+    if node.op == "call_method" and node.target not in _METHODS:
+        raise PackedFormatError(f"node {node.name}: method {node.target!r} cannot be packed")
+    return str(node.target)
+
+
+def _encode_arg(value: Any) -> Any:
+    """A JSON value for an fx argument; tags keep tuples, lists and nodes apart."""
+    if isinstance(value, fx.Node):
+        return {"node": value.name}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, tuple | list):
+        tag = "tuple" if isinstance(value, tuple) else "list"
+        return {tag: [_encode_arg(v) for v in value]}
+    if isinstance(value, slice):
+        return {"slice": [_encode_arg(v) for v in (value.start, value.stop, value.step)]}
+    if value is Ellipsis:
+        return {"ellipsis": True}
+    if isinstance(value, torch.dtype):
+        return {"dtype": str(value).removeprefix("torch.")}
+    raise PackedFormatError(f"argument {value!r} of type {type(value).__name__} cannot be packed")
+
+
+def _encode_module(name: str, module: nn.Module, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    if isinstance(module, IntegerLayer):
+        return _encode_layer(name, module, tensors)
+    if isinstance(module, QuantizeInput):
+        tensors[f"{name}.step"] = module.step.detach().float().reshape(()).clone()
+        return {"kind": "QuantizeInput", "low": module.low, "high": module.high}
+    if isinstance(module, Requantize):
+        return {"kind": "Requantize", **_dyadic(module), "low": module.low, "high": module.high}
+    if isinstance(module, Rescale):
+        return {"kind": "Rescale", **_dyadic(module)}
+    if isinstance(module, GlobalAvgPool):
+        return {"kind": "GlobalAvgPool", **_dyadic(module), "keepdim": module.keepdim}
+    if isinstance(module, MaxPool):
+        return {"kind": "MaxPool", "kernel": module.kernel, "stride": module.stride}
+    raise PackedFormatError(f"module {name!r} ({type(module).__name__}) cannot be packed")
+
+
+def _dyadic(module: nn.Module) -> dict[str, int]:
+    return {"multiplier": int(module.multiplier), "shift": int(module.shift)}
+
+
+def _encode_layer(name: str, layer: IntegerLayer, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    candidates = [Candidate.parse(s) for s in layer.schemes]
+    if len(candidates) > 255:
+        raise PackedFormatError(f"layer {name!r}: more than 255 candidates")
+    codes = _row_codes(layer)
+    rows = layer.weight.detach().cpu().reshape(layer.weight.shape[0], -1).numpy()
+    tensors[f"{name}.codes"] = torch.from_numpy(codes.astype(np.uint8))
+    for code, candidate in enumerate(candidates):
+        selected = rows[codes == code]  # ascending row order
+        if len(selected):
+            packed = pack_levels(selected, candidate)
+            tensors[f"{name}.weight.{candidate}"] = torch.from_numpy(packed)
+    for field in ("multiplier", "shift", "offset"):
+        values = getattr(layer, field).detach().cpu().to(torch.int64).reshape(-1)
+        tensors[f"{name}.{field}"] = values.expand(len(codes)).clone()
+    return {
+        "kind": "IntegerLayer",
+        "weight_shape": list(layer.weight.shape),
+        "candidates": [str(c) for c in candidates],
+        "conv": _conv_entry(layer.conv),
+    }
+
+
+def _conv_entry(conv: dict[str, Any] | None) -> dict[str, Any] | None:
+    if conv is None:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in conv.items()}
+
+
+def _row_codes(layer: IntegerLayer) -> np.ndarray:
+    # The layer keeps its rows grouped by candidate, not the codes themselves.
+    codes = np.full(layer.weight.shape[0], -1, dtype=np.int64)
+    for scheme, rows, _ in layer.groups:
+        codes[rows.numpy()] = layer.schemes.index(scheme)
+    if (codes < 0).any():
+        raise PackedFormatError("a layer has rows in no candidate group")
+    return codes
+
+
+# -- reading and checking -----------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    if not path.is_file():
+        raise PackedFormatError(f"packed model not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PackedFormatError(f"{path} is not a readable safetensors file ({exc})") from None
+    header = _parse_header(path, metadata)
+    expected = checksum(header, tensors)
+    if header.get("checksum") != expected:
+        raise PackedFormatError(
+            f"{path}: checksum mismatch (the header or a tensor was edited or corrupted)"
+        )
+    return header, tensors
+
+
+def _parse_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    if _HEADER_KEY not in metadata:
+        raise PackedFormatError(f"{path} is not a mixq packed model (no '{_HEADER_KEY}' header)")
+    try:
+        header = json.loads(metadata[_HEADER_KEY])
+    except json.JSONDecodeError as exc:
+        raise PackedFormatError(f"{path}: header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise PackedFormatError(f"{path}: format {found!r} is not {FORMAT_NAME!r}")
+    version = header.get("version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise PackedFormatError(
+            f"{path}: {'newer' if newer else 'unknown'} format version {version!r} "
+            f"(this mixq reads version {FORMAT_VERSION})"
+        )
+    return header
+
+
+class _Tensors:
+    """The file's tensors, handed out once each with their dtype and shape checked."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.tensors = tensors
+        self.used: set[str] = set()
+
+    def take(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+        if name not in self.tensors:
+            raise PackedFormatError(f"tensor {name!r} is missing")
+        tensor = self.tensors[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise PackedFormatError(
+                f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, expected {dtype} {shape}"
+            )
+        self.used.add(name)
+        return tensor
+
+    def check_all_used(self) -> None:
+        extra = sorted(set(self.tensors) - self.used)
+        if extra:
+            raise PackedFormatError(f"unexpected tensors {extra}")
+
+
+def _get(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = entry.get(key) if isinstance(entry, dict) else None
+    # JSON true/false load as bool, a subclass of int: not a number here.
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise PackedFormatError(f"{key!r} is {value!r}, expected {kind}")
+    return value
+
+
+def _check_range(name: str, values: np.ndarray, low: int, high: int) -> None:
+    if values.size and (values.min() < low or values.max() > high):
+        raise PackedFormatError(
+            f"{name} out of range: [{values.min()}, {values.max()}] not within [{low}, {high}]"
+        )
+
+
+# -- decoding -----------------------------------------------------------------------------
+
+
+class _Decoder:
+    """Rebuilds the graph module from a checked header and its tensors."""
+
+    def __init__(self, header: dict[str, Any], tensors: dict[str, Tensor], engine: str) -> None:
+        self.header = header
+        self.tensors = _Tensors(tensors)
+        self.engine = engine
+        self.entries = _get(header, "modules", dict)
+        self.nodes = _get(header, "nodes", list)
+
+    def build(self) -> IntegerModel:
+        root = nn.Module()
+        ranges = self._layer_input_ranges()
+        for name, entry in self.entries.items():
+            # The compiler flattens dotted names: a dot would nest modules.
+            if not name or "." in name:
+                raise PackedFormatError(f"module name {name!r} is empty or dotted")
+            root.add_module(name, self._module(name, entry, ranges.get(name)))
+        graph = self._graph()
+        self.tensors.check_all_used()
+        graph_module = fx.GraphModule(root, graph, class_name="IntegerGraph")
+        layer_inputs = _get(self.header, "layer_inputs", dict)
+        if not set(layer_inputs.values()) <= set(self.entries):
+            raise PackedFormatError(f"layer_inputs {layer_inputs} name unknown modules")
+        scale = _get(self.header, "output_scale", (float, int))
+        return IntegerModel(graph_module, float(scale), layer_inputs, self.engine)
+
+    # -- modules --------------------------------------------------------------------------
+
+    def _module(
+        self, name: str, entry: dict[str, Any], input_range: tuple[int, int] | None
+    ) -> nn.Module:
+        kind = _get(entry, "kind", str)
+        try:
+            if kind == "IntegerLayer":
+                return self._layer(name, entry, input_range)
+            if kind == "QuantizeInput":
+                step = self.tensors.take(f"{name}.step", torch.float32, ())
+                return QuantizeInput(step, *_range(entry))
+            if kind == "Requantize":
+                return Requantize(*_dyadic_entry(entry), *_range(entry))
+            if kind == "Rescale":
+                return Rescale(*_dyadic_entry(entry))
+            if kind == "GlobalAvgPool":
+                return GlobalAvgPool(*_dyadic_entry(entry), _get(entry, "keepdim", bool))
+            if kind == "MaxPool":
+                return MaxPool(_positive(entry, "kernel"), _positive(entry, "stride"))
+        except PackedFormatError as exc:
+            raise PackedFormatError(f"module {name!r}: {exc}") from None
+        raise PackedFormatError(f"module {name!r} has unknown kind {kind!r}")
+
+    def _layer(
+        self, name: str, entry: dict[str, Any], input_range: tuple[int, int] | None
+    ) -> IntegerLayer:
+        shape = tuple(_get(entry, "weight_shape", list))
+        if len(shape) not in (2, 4) or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise PackedFormatError(f"weight_shape {list(shape)} is not a linear or conv shape")
+        candidates = self._candidates(entry)
+        rows = shape[0]
+        codes = self.tensors.take(f"{name}.codes", torch.uint8, (rows,)).numpy().astype(np.int64)
+        _check_range("codes", codes, 0, len(candidates) - 1)
+        values = self._weights(name, shape, codes, candidates)
+        multiplier, shift, offset = (
+            self.tensors.take(f"{name}.{f}", torch.int64, (rows,)).numpy()
+            for f in ("multiplier", "shift", "offset")
+        )
+        _check_dyadic(multiplier, shift)
+        _check_range("offset", offset, -_MAX_OFFSET, _MAX_OFFSET)
+        # The real step is folded into the multipliers; IntegerLayer never reads it.
+        weights = IntegerWeights(values, np.full(rows, np.nan), codes, tuple(candidates))
+        conv = _conv(entry.get("conv"), len(shape))
+        engine, input_offset = _layer_engine(values, conv, input_range, self.engine)
+        return IntegerLayer(weights, conv, multiplier, shift, offset, engine, input_offset)
+
+    def _candidates(self, entry: dict[str, Any]) -> list[Candidate]:
+        names = _get(entry, "candidates", list)
+        known = set(_get(self.header, "candidates", list))
+        if not names or not set(names) <= known:
+            raise PackedFormatError(f"candidates {names} are not among the file's {known}")
+        try:
+            return [Candidate.parse(n) for n in names]
+        except (MixqError, TypeError, AttributeError) as exc:
+            raise PackedFormatError(f"bad candidate in {names}: {exc}") from None
+
+    def _weights(
+        self, name: str, shape: tuple[int, ...], codes: np.ndarray, candidates: list[Candidate]
+    ) -> Tensor:
+        elements = math.prod(shape[1:])
+        values = np.zeros((shape[0], elements), dtype=np.int64)
+        for code, candidate in enumerate(candidates):
+            rows = np.flatnonzero(codes == code)
+            if len(rows) == 0:
+                continue
+            count = len(rows) * elements
+            size = (packed_bytes(candidate.bits, count),)
+            data = self.tensors.take(f"{name}.weight.{candidate}", torch.uint8, size).numpy()
+            values[rows] = unpack_levels(data, candidate, count).reshape(len(rows), elements)
+        return torch.from_numpy(values).reshape(shape)
+
+    def _layer_input_ranges(self) -> dict[str, tuple[int, int]]:
+        """Each layer's input range, from the QuantizeInput or Requantize that feeds it:
+        the int8 engine needs it to shift inputs into int8, as the compiler did."""
+        producers: dict[str, str] = {}
+        ranges: dict[str, tuple[int, int]] = {}
+        for node in self.nodes:
+            if not isinstance(node, dict) or node.get("op") != "call_module":
+                continue
+            target = node.get("target")
+            producers[str(node.get("name"))] = str(target)
+            entry = self.entries.get(target)
+            args = node.get("args") or [None]
+            source = args[0].get("node") if isinstance(args[0], dict) else None
+            feeder = self.entries.get(producers.get(str(source)))
+            if (
+                isinstance(entry, dict)
+                and entry.get("kind") == "IntegerLayer"
+                and isinstance(feeder, dict)
+                and feeder.get("kind") in ("QuantizeInput", "Requantize")
+            ):
+                ranges[str(target)] = _range(feeder)
+        return ranges
+
+    # -- graph ----------------------------------------------------------------------------
+
+    def _graph(self) -> fx.Graph:
+        graph = fx.Graph()
+        env: dict[str, fx.Node] = {}
+        for entry in self.nodes:
+            name = _get(entry, "name", str)
+            try:
+                node = self._node(graph, entry, env)
+            except PackedFormatError as exc:
+                raise PackedFormatError(f"node {name!r}: {exc}") from None
+            env[name] = node
+        return graph
+
+    def _node(self, graph: fx.Graph, entry: dict[str, Any], env: dict[str, fx.Node]) -> fx.Node:
+        op, target = _get(entry, "op", str), _get(entry, "target", str)
+        if op not in _OPS:
+            raise PackedFormatError(f"unknown op {op!r}")
+        args = tuple(_decode_arg(a, env) for a in _get(entry, "args", list))
+        kwargs = {k: _decode_arg(v, env) for k, v in _get(entry, "kwargs", dict).items()}
+        if op == "placeholder":
+            return graph.placeholder(target)
+        if op == "output":
+            return graph.output(*args)
+        if op == "call_module" and target not in self.entries:
+            raise PackedFormatError(f"calls unknown module {target!r}")
+        if op == "call_function":
+            if target not in _FUNCTIONS:
+                raise PackedFormatError(f"unknown function {target!r}")
+            return graph.create_node(op, _FUNCTIONS[target], args, kwargs, entry["name"])
+        if op == "call_method" and target not in _METHODS:
+            raise PackedFormatError(f"unknown method {target!r}")
+        return graph.create_node(op, target, args, kwargs, entry["name"])
+
+
+def _decode_arg(value: Any, env: dict[str, fx.Node]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1:
+        raise PackedFormatError(f"argument {value!r} is not one tagged value")
+    ((tag, body),) = value.items()
+    if tag == "node":
+        if body not in env:
+            raise PackedFormatError(f"refers to {body!r}, which is not an earlier node")
+        return env[body]
+    if tag in ("tuple", "list", "slice") and isinstance(body, list):
+        items = [_decode_arg(v, env) for v in body]
+        return tuple(items) if tag == "tuple" else items if tag == "list" else slice(*items)
+    if tag == "ellipsis":
+        return Ellipsis
+    if tag == "dtype" and isinstance(getattr(torch, str(body), None), torch.dtype):
+        return getattr(torch, body)
+    raise PackedFormatError(f"argument {value!r} is not a known encoding")
+
+
+def _range(entry: dict[str, Any]) -> tuple[int, int]:
+    low, high = _get(entry, "low", int), _get(entry, "high", int)
+    if low > high:
+        raise PackedFormatError(f"range [{low}, {high}] is empty")
+    return low, high
+
+
+def _dyadic_entry(entry: dict[str, Any]) -> tuple[int, int]:
+    multiplier, shift = _get(entry, "multiplier", int), _get(entry, "shift", int)
+    _check_dyadic(np.array([multiplier]), np.array([shift]))
+    return multiplier, shift
+
+
+def _check_dyadic(multiplier: np.ndarray, shift: np.ndarray) -> None:
+    _check_range("multiplier", multiplier, 0, 2**MULTIPLIER_BITS)
+    _check_range("shift", shift, 0, MAX_SHIFT)
+
+
+def _positive(entry: dict[str, Any], key: str) -> int:
+    value = _get(entry, key, int)
+    if value < 1:
+        raise PackedFormatError(f"{key!r} must be positive, got {value}")
+    return value
+
+
+def _conv(entry: Any, dims: int) -> dict[str, Any] | None:
+    if entry is None and dims == 2:
+        return None
+    if not isinstance(entry, dict) or dims != 4:
+        raise PackedFormatError(f"conv parameters {entry!r} do not fit a {dims}-d weight")
+    conv = {k: tuple(_get(entry, k, list)) for k in ("stride", "padding", "dilation")}
+    if not all(len(v) == 2 and all(isinstance(i, int) for i in v) for v in conv.values()):
+        raise PackedFormatError(f"conv parameters {entry!r} are not pairs of integers")
+    return {**conv, "groups": _positive(entry, "groups")}
+
+
+def _layer_engine(
+    values: Tensor, conv: dict[str, Any] | None, input_range: tuple[int, int] | None, engine: str
+) -> tuple[str, int]:
+    """The engine and int8 input offset :func:`~mixq.integer.compile.to_integer` gives this
+    layer (the same rule, :func:`mixq.integer.ops.layer_engine`)."""
+    if input_range is None:
+        return "reference", 0  # without the input's range, int8 could overflow
+    return layer_engine(values, conv, *input_range, engine)
