@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mixq.cli._common import load_model
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import get_model, top1
 from mixq.cli.main import main
+from mixq.recipe import Recipe
 from mixq.summary import describe
 
 
@@ -37,25 +39,52 @@ def test_quantised_top1_matches_the_model_and_is_written(
     assert row["eq_bits"] == pytest.approx(describe(model).eq_bits, abs=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fixture quantises with GPTQ rounding (the default), which replaces the float "
-    "weights, so quantisers-off is not the float model; needs a nearest-rounding checkpoint",
-)
+@pytest.fixture(scope="module")
+def quantized_nearest(
+    tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, float_weights: Path
+) -> Path:
+    """RMSMP with round-to-nearest weights: GPTQ would replace the float weights, so only
+    with nearest rounding does switching quantisation off give the float model back."""
+    out = tmp_path_factory.mktemp("nearest")
+    recipe = Recipe.preset("rmsmp", act_bits=4).to_dict()
+    recipe["weight_rounding"] = "nearest"
+    (out / "recipe.json").write_text(json.dumps(recipe))
+    args = ["quantize", "--model", TINY_MODEL, "--weights", str(float_weights)]
+    args += ["--recipe", str(out / "recipe.json"), "--data-dir", str(tiny_data)]
+    assert main([*args, "--calib-images", "40", "--batch-size", "20", "-o", str(out), "-q"]) == 0
+    return out / "quantized.safetensors"
+
+
 def test_switching_all_quantisation_off_gives_the_float_accuracy(
-    quantized: Path, float_weights: Path, tiny_data: Path, capsys: pytest.CaptureFixture
+    quantized_nearest: Path, float_weights: Path, tiny_data: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # Folded BN with quantisation off computes what the float model computes.
     assert _eval(str(float_weights), "--model", TINY_MODEL, tiny_data=tiny_data) == 0
     float_top1 = _printed_top1(capsys.readouterr().out)
-    assert _eval(str(quantized), "--float", tiny_data=tiny_data) == 0
+    quantized = str(quantized_nearest)
+    assert _eval(quantized, "--float", tiny_data=tiny_data) == 0
     printed = capsys.readouterr().out
     assert _printed_top1(printed) == float_top1
-    assert "rmsmp-float-all" in printed and "32.000 equivalent bits" in printed
-    assert (
-        _eval(str(quantized), "--float", "activations", "--images", "30", tiny_data=tiny_data) == 0
-    )
+    assert "-float-all" in printed and "32.000 equivalent bits" in printed
+    assert _eval(quantized, "--float", "activations", "--images", "30", tiny_data=tiny_data) == 0
     assert "on 30 test images" in capsys.readouterr().out
+
+
+def test_integer_engines_match_the_fake_quantised_model(
+    quantized: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _eval(str(quantized), tiny_data=tiny_data) == 0
+    fake_top1 = _printed_top1(capsys.readouterr().out)
+    for engine in ("reference", "int8"):
+        args = ("--integer", engine, "-o", str(tmp_path))
+        assert _eval(str(quantized), *args, tiny_data=tiny_data) == 0
+        printed = capsys.readouterr().out
+        (row,) = ResultFile.load(tmp_path / "eval.json").rows
+        assert row["method"] == f"rmsmp-integer-{engine}" and row["top1"] == _printed_top1(printed)
+        assert "predictions differ from the fake-quantised model's" in printed
+        # Every disagreement moves top-1 by at most one image of 60.
+        assert abs(row["top1"] - fake_top1) <= row["disagreements"] / 60 + 1e-9
+        assert row["disagreements"] <= 1
 
 
 @pytest.mark.parametrize(
@@ -67,6 +96,8 @@ def test_switching_all_quantisation_off_gives_the_float_accuracy(
         (["QUANT", "--float", "bias"], 2, "invalid choice: 'bias'"),
         (["QUANT", "--images", "0"], 2, "must be >= 1"),
         (["QUANT", "--model", "vgg"], 2, "invalid choice: 'vgg'"),
+        (["QUANT", "--integer", "gpu"], 2, "invalid choice: 'gpu'"),
+        (["FLOAT", "--model", TINY_MODEL, "--integer"], 1, "--integer needs a quantised"),
     ],
 )
 def test_bad_input_exit_codes(

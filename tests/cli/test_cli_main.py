@@ -12,7 +12,17 @@ import pytest
 from mixq import __version__
 from mixq.cli.main import main
 
-COMMANDS = ["demo", "quantize", "train", "eval", "report"]
+COMMANDS = [
+    "demo",
+    "sensitivity",
+    "allocate",
+    "quantize",
+    "train",
+    "eval",
+    "export",
+    "report",
+    "cost",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -40,6 +40,11 @@ class ModelSpec:
     data_name: str  # what the data set is called in messages
     build: Callable[[], nn.Module]  # a fresh float model
     make_loader: LoaderFactory
+    input_shape: tuple[int, ...]  # one image, without the batch dimension
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """Zeros of the model's input shape: what shape-dependent conversions need."""
+        return torch.zeros(batch, *self.input_shape)
 
     def loader(
         self,
@@ -70,16 +75,25 @@ def _fashion_loader(
     return fashion_mnist_loader(split, batch_size, root=root, shuffle=train, limit=limit, seed=seed)
 
 
+CIFAR_SHAPE = (3, 32, 32)
+FASHION_SHAPE = (1, 28, 28)
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("resnet20", "CIFAR-10 JPEG", resnet20, _cifar_loader),
-        ModelSpec("resnet32", "CIFAR-10 JPEG", resnet32, _cifar_loader),
-        ModelSpec("resnet44", "CIFAR-10 JPEG", resnet44, _cifar_loader),
-        ModelSpec("resnet56", "CIFAR-10 JPEG", resnet56, _cifar_loader),
-        ModelSpec("small-cnn", "Fashion-MNIST", SmallCNN, _fashion_loader),
+        ModelSpec("resnet20", "CIFAR-10 JPEG", resnet20, _cifar_loader, CIFAR_SHAPE),
+        ModelSpec("resnet32", "CIFAR-10 JPEG", resnet32, _cifar_loader, CIFAR_SHAPE),
+        ModelSpec("resnet44", "CIFAR-10 JPEG", resnet44, _cifar_loader, CIFAR_SHAPE),
+        ModelSpec("resnet56", "CIFAR-10 JPEG", resnet56, _cifar_loader, CIFAR_SHAPE),
+        ModelSpec("small-cnn", "Fashion-MNIST", SmallCNN, _fashion_loader, FASHION_SHAPE),
         # The demo's model: a quarter of small-cnn's multiply-accumulates.
-        ModelSpec("small-cnn-w16", "Fashion-MNIST", partial(SmallCNN, width=16), _fashion_loader),
+        ModelSpec(
+            "small-cnn-w16",
+            "Fashion-MNIST",
+            partial(SmallCNN, width=16),
+            _fashion_loader,
+            FASHION_SHAPE,
+        ),
     )
 }
 

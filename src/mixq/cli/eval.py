@@ -2,10 +2,14 @@
 
     mixq eval out/quantized.safetensors
     mixq eval out/quantized.safetensors --float activations   # quantised weights, float inputs
+    mixq eval out/quantized.safetensors --integer              # integer-only engine
+    mixq eval out/quantized.safetensors --integer int8         # the int8 GEMM path
     mixq eval resnet20-12fca82f.th --model resnet20 -o results/
 
 ``--float`` switches quantisation off in the same model (``all``, or only ``weights`` or
-``activations``), to see which part costs accuracy. With ``--output``, writes
+``activations``), to see which part costs accuracy. ``--integer`` converts the model to integers
+(``mixq.to_integer``) and evaluates that, counting the predictions that differ from the
+fake-quantised model's on the same images. With ``--output``, writes
 ``eval.json`` (one result row: method, eq_bits, top1, weight_kib), which ``mixq report
 --results`` plots.
 """
@@ -18,6 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
 from mixq.cli._common import (
     LoadedModel,
     add_data_options,
@@ -28,6 +35,8 @@ from mixq.cli._common import (
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import top1
 from mixq.errors import CheckpointError
+from mixq.integer import to_integer
+from mixq.integer.ops import ENGINES
 from mixq.summary import describe, fp32_weight_kib
 from mixq.toggle import quantization_disabled
 
@@ -54,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="evaluate with quantisation of these switched off (alone: all)",
     )
     parser.add_argument(
+        "--integer",
+        nargs="?",
+        const="reference",
+        choices=ENGINES,
+        help="evaluate the integer-only model on this engine (alone: reference)",
+    )
+    parser.add_argument(
         "--images", type=positive_int, help="a class-balanced subset of the test set"
     )
     add_data_options(parser, batch_size=500)
@@ -64,24 +80,52 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, args.model)
     if args.float_part and not loaded.quantized:
         raise CheckpointError("--float needs a quantised checkpoint; these weights are float")
+    if args.integer and (args.float_part or not loaded.quantized):
+        raise CheckpointError("--integer needs a quantised checkpoint and no --float")
     loader = loaded.spec.loader("test", args.batch_size, root=args.data_dir, limit=args.images)
-    with _switched_off(loaded, args.float_part):
-        accuracy = top1(loaded.model, loader, progress=not args.quiet)
+    if args.integer:
+        accuracy, disagreements = _integer_top1(loaded, args.integer, loader, not args.quiet)
+    else:
+        with _switched_off(loaded, args.float_part):
+            accuracy = top1(loaded.model, loader, progress=not args.quiet)
     row = _row(loaded, args.float_part, accuracy)
     images = args.images or len(loader.dataset)  # type: ignore[arg-type]
+    if args.integer:
+        row["method"] = f"{row['method']}-integer-{args.integer}"
+        row["disagreements"] = disagreements
     print(
         f"{loaded.spec.name} {row['method']}: top-1 {accuracy:.4f} on {images} test images, "
         f"{row['eq_bits']:.3f} equivalent bits, {row['weight_kib']:.1f} KiB"
     )
+    if args.integer:
+        print(f"{disagreements} of {images} predictions differ from the fake-quantised model's")
     if args.output is not None:
         settings = {"model": loaded.spec.name, "images": images, "checkpoint": str(args.checkpoint)}
-        command = f"mixq eval {args.checkpoint}" + (
-            f" --float {args.float_part}" if args.float_part else ""
+        command = (
+            f"mixq eval {args.checkpoint}"
+            + (f" --float {args.float_part}" if args.float_part else "")
+            + (f" --integer {args.integer}" if args.integer else "")
         )
         path = Path(args.output) / "eval.json"
         ResultFile.new("mixq_eval", command, settings, [row]).save(path)
         log.info("wrote %s", path)
     return 0
+
+
+@torch.no_grad()
+def _integer_top1(
+    loaded: LoadedModel, engine: str, loader: Any, progress: bool
+) -> tuple[float, int]:
+    """Top-1 of the integer model, and how many predictions differ from fake-quant's."""
+    integer = to_integer(loaded.model, loaded.spec.example_input(), engine=engine)
+    loaded.model.eval()
+    correct = total = disagreements = 0
+    for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        predicted = integer(images).argmax(dim=1)
+        correct += int((predicted == labels).sum())
+        disagreements += int((predicted != loaded.model(images).argmax(dim=1)).sum())
+        total += int(labels.numel())
+    return correct / max(total, 1), disagreements
 
 
 def _switched_off(loaded: LoadedModel, part: str | None) -> contextlib.AbstractContextManager[Any]:

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mixq.cli.quantize",
     "mixq.cli.train",
     "mixq.cli.eval",
+    "mixq.cli.export",
     "mixq.cli.report",
     "mixq.cli.cost",
 )

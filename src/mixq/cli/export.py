@@ -1,0 +1,77 @@
+"""``mixq export``: a quantised checkpoint as an integer-only artefact.
+
+    mixq export out/quantized.safetensors --format packed      # out/model.packed.safetensors
+    mixq export out/quantized.safetensors --format onnx -o deploy/
+    mixq export out/quantized.safetensors --format qonnx       # uniform fixed-point only
+
+``packed``: integer weights at their bit width with per-row codes, dyadic multipliers and
+a versioned header (``mixq.integer.packed``); ``onnx``: the integer model in standard ONNX
+ops that onnxruntime runs with the same integers as mixq's engine; ``qonnx``: FINN's QONNX
+(``Quant`` nodes), for models whose every layer is one fixed-point grid. Writes next to the
+checkpoint unless ``--output`` says where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mixq.cli._common import add_model_option, load_model
+from mixq.errors import CheckpointError
+from mixq.integer import to_integer
+from mixq.integer.ops import ENGINES
+
+log = logging.getLogger("mixq")
+FORMATS = {
+    "packed": "model.packed.safetensors",
+    "onnx": "model.onnx",
+    "qonnx": "model.qonnx.onnx",
+}
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        parents=[common],
+        help="export a quantised checkpoint: packed integers, ONNX or QONNX",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, help="quantized.safetensors")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="packed")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="reference",
+        help="the engine a packed model loads onto by default (default %(default)s)",
+    )
+    add_model_option(parser, required=False)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_model(args.checkpoint, args.model)
+    if not loaded.quantized:
+        raise CheckpointError(f"{args.checkpoint} holds float weights; export needs mixq quantize")
+    out = Path(args.output) if args.output is not None else args.checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / FORMATS[args.format]
+    example = loaded.spec.example_input()
+    if args.format == "qonnx":
+        from mixq.integer.qonnx_export import export_qonnx
+
+        export_qonnx(loaded.model, example, path)
+    else:
+        integer = to_integer(loaded.model, example, engine=args.engine)
+        if args.format == "packed":
+            from mixq.integer.packed import save_packed
+
+            save_packed(integer, path)
+        else:
+            from mixq.integer.onnx_export import export_onnx
+
+            export_onnx(integer, example, path)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1024:.1f} KiB, {args.format})")
+    return 0
