@@ -28,7 +28,12 @@ The dyadic multiply ``round(x * m / 2^c)`` (ties up) is ``floor((x*m + offset + 
 zero, so each row ``r`` adds a constant ``T_r``, a multiple of ``2^c_r`` chosen at export time
 from an exact interval analysis of every tensor, that makes the dividend non-negative; then
 truncation is the floor, and ``floor((y + T_r) / 2^c_r) - T_r / 2^c_r = floor(y / 2^c_r)``.
-The same analysis proves that no int64 intermediate overflows, or refuses the export.
+The same analysis proves that no int64 intermediate overflows (see :class:`_RowPlan`). Where
+it cannot (a worst case beyond int64, which the engine's own int64 arithmetic would share),
+the floor is taken as ``(y - Mod(y, 2^c)) / 2^c`` instead, which repeats that arithmetic.
+
+onnxruntime's ConvInteger pads with ``x_zero_point`` (the level 0), but the ONNX spec does
+not say so, so signed inputs (zero point 128) are padded by an explicit ``Pad`` first.
 
 PoT and SP2 rows run as ordinary int8 multiplies here: they are the same integers, so the
 results are the same; executing them as one shift, or two shifts and an add, is the
@@ -186,7 +191,7 @@ def emit_pad(
 
 
 def emit_reshape(graph: OnnxGraph, x: str, shape: tuple[int, ...], base: str) -> str:
-    """Reshape to ``shape``; with ``batch``, dim 0 becomes -1 so any batch size runs."""
+    """Reshape to ``shape`` (from ShapeProp) with dim 0 as -1, so any batch size runs."""
     target = list(shape)
     if target:
         target[0] = -1  # the batch folds into the first dimension, as in every reshape here
@@ -542,9 +547,9 @@ class _IntegerExporter:
 
     def _add(self, node: fx.Node) -> _Int:
         left, right = (self._int(a) for a in node.args[:2])
+        # A worst case beyond int64 wraps in the engine and in onnxruntime alike; the
+        # requantisation that follows then takes its unproven (Mod) form.
         low, high = left.low + right.low, left.high + right.high
-        if max(abs(low), abs(high)) > INT64_MAX:
-            raise IntegerConversionError(f"node {node.name}: the sum could overflow int64")
         return _Int(self.graph.op("Add", [left.name, right.name], node.name), low, high)
 
     def _global_pool(self, node: fx.Node, module: GlobalAvgPool) -> _Int:
