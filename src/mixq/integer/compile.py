@@ -45,7 +45,8 @@ FINE_BITS = 24
 """Extra fractional bits of the integers between quantisers, beyond the activation step."""
 
 INT32_LIMIT = 2**31 - 1
-_OFFSET_LIMIT = 2**62
+# Leaves room for the rounding half (< 2^61) and the int8 path's correction (< 2^55).
+_OFFSET_LIMIT = 2**60
 
 _RELU_FUNCTIONS = (F.relu, torch.relu)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)

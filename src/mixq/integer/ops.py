@@ -132,6 +132,8 @@ class IntegerLayer(nn.Module):
         self.register_buffer("offset", _buffer(offset))
         self.register_buffer("weight", weights.values.clone())
         self.schemes = [str(c) for c in weights.candidates]
+        half = torch.where(self.shift > 0, 1 << (self.shift - 1).clamp_min(0), 0)
+        self._rounding_constant = self.offset + half
         self._build_groups(weights)
         if engine == "int8":
             self._build_int8(input_offset)
@@ -158,9 +160,12 @@ class IntegerLayer(nn.Module):
     def _build_int8(self, input_offset: int) -> None:
         rows = self.weight.reshape(self.weight.shape[0], -1)
         self.input_offset = input_offset
+        # Columns come in (kh, kw, channel) order from the channels-last im2col.
+        gemm_rows = self.weight.permute(0, 2, 3, 1) if self.conv is not None else self.weight
+        self.int8_weight = gemm_rows.reshape(rows.shape[0], -1).t().contiguous().to(torch.int8)
         # (x - o) . w + o * sum(w) = x . w: inputs shifted into int8, corrected exactly.
-        self.int8_weight = rows.t().contiguous().to(torch.int8)
         self.int8_correction = input_offset * rows.sum(dim=1)
+        self._int8_constant = self._rounding_constant + self.int8_correction * self.multiplier
 
     def accumulate(self, q: Tensor) -> Tensor:
         """Integer accumulators ``sum_j q_j * w_rj`` (int64; each fits int32)."""
@@ -186,25 +191,34 @@ class IntegerLayer(nn.Module):
         return F.conv2d(q, values, **self.conv)
 
     def _accumulate_int8(self, q: Tensor) -> Tensor:
+        return self._int8_products(q) + _per_channel(self.int8_correction, q, self._channel)
+
+    def _int8_products(self, q: Tensor) -> Tensor:
+        """``sum_j (q_j - offset) * w_rj`` through the int8 GEMM (int64 out)."""
         shifted = q - self.input_offset
         if self.conv is None:
             lead = shifted.shape[:-1]
-            acc = torch._int_mm(
-                shifted.reshape(-1, shifted.shape[-1]).to(torch.int8), self.int8_weight
-            )
-            return (acc.to(torch.int64) + self.int8_correction).reshape(*lead, -1)
+            flat = shifted.reshape(-1, shifted.shape[-1]).to(torch.int8)
+            return torch._int_mm(flat, self.int8_weight).to(torch.int64).reshape(*lead, -1)
         cols, (n, h, w) = _im2col(q, shifted, self.weight.shape, self.conv, self.input_offset)
-        acc = torch._int_mm(cols.to(torch.int8), self.int8_weight).to(torch.int64)
-        acc = acc + self.int8_correction
+        acc = torch._int_mm(cols, self.int8_weight).to(torch.int64)
         return acc.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
+    @property
+    def _channel(self) -> int:
+        return 1 if self.conv is not None else -1
+
     def forward(self, q: Tensor) -> Tensor:
-        acc = self.accumulate(q)
-        dim = 1 if self.conv is not None else -1
+        # round((acc * m + offset) / 2^c) as (acc * m + offset + 2^(c-1)) >> c, with the
+        # constant terms (rounding half, int8 input-offset correction) added once, ahead.
+        if self.engine == "int8":
+            acc, constant = self._int8_products(q), self._int8_constant
+        else:
+            acc, constant = self.accumulate(q), self._rounding_constant
+        dim = self._channel
         m = _per_channel(self.multiplier, acc, dim)
         c = _per_channel(self.shift, acc, dim)
-        b = _per_channel(self.offset, acc, dim)
-        return dyadic_multiply(acc, m, c, b)
+        return (acc * m + _per_channel(constant, acc, dim)) >> c
 
     def extra_repr(self) -> str:
         kind = "conv" if self.conv is not None else "linear"
@@ -215,21 +229,24 @@ class IntegerLayer(nn.Module):
 def _im2col(
     q: Tensor, shifted: Tensor, weight_shape: torch.Size, conv: dict[str, Any], offset: int
 ) -> tuple[Tensor, tuple[int, int, int]]:
-    # PyTorch's im2col has no integer kernel; the values are integers below 2^8, which
-    # float32 copies exactly. Padding must hold the shifted zero, -offset, not 0.
+    # An integer im2col (PyTorch's own has no integer kernel and is far slower): strided
+    # windows of the padded int8 tensor in channels-last order, so the one copy moves whole
+    # channel vectors. Padding holds the shifted zero, -offset. Columns are ordered
+    # (kh, kw, channel), as the int8 weight is.
     kh, kw = weight_shape[-2:]
     pad_h, pad_w = conv["padding"]
-    x = shifted.float()
-    if (pad_h or pad_w) and offset:
-        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), value=float(-offset))
-        pad_h = pad_w = 0
-    cols = F.unfold(
-        x, (kh, kw), dilation=conv["dilation"], padding=(pad_h, pad_w), stride=conv["stride"]
-    )
-    n = q.shape[0]
+    (stride_h, stride_w), (dil_h, dil_w) = conv["stride"], conv["dilation"]
+    x = shifted.permute(0, 2, 3, 1).to(torch.int8)  # NHWC; free when q is channels-last
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, pad_w, pad_w, pad_h, pad_h), value=-offset)
+    n, c = x.shape[0], x.shape[3]
     h_out = _out_size(q.shape[2], kh, conv, 0)
     w_out = _out_size(q.shape[3], kw, conv, 1)
-    return cols.transpose(1, 2).reshape(n * h_out * w_out, -1), (n, h_out, w_out)
+    span_h, span_w = dil_h * (kh - 1) + 1, dil_w * (kw - 1) + 1
+    windows = x.unfold(1, span_h, stride_h).unfold(2, span_w, stride_w)
+    windows = windows[..., ::dil_h, ::dil_w]  # (n, h_out, w_out, c, kh, kw)
+    cols = windows.permute(0, 1, 2, 4, 5, 3).reshape(n * h_out * w_out, kh * kw * c)
+    return cols, (n, h_out, w_out)
 
 
 def _out_size(size: int, kernel: int, conv: dict[str, Any], axis: int) -> int:
