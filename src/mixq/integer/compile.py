@@ -4,10 +4,11 @@ Every tensor between layers becomes an int tensor with one real scale known at c
 time. A quantised layer's input is requantised to the layer's activation levels; its output
 (int accumulators, then the row's dyadic multiplier with the folded BN bias) is a *fine*
 integer at ``step / 2^FINE_BITS`` of the next quantiser's step, so ReLU, residual additions
-and pooling work on integers that carry 16 more bits than the activations. That is what the
+and pooling work on integers that carry 24 more bits than the activations. That is what the
 fake-quantised model computes in float32 between its quantisers; the integer model matches
-it to within those 16 bits, and its activations to the level except where a float32 value
-falls within about ``2^-16`` of a step of a rounding midpoint (see :mod:`agreement`).
+it to within those bits, and its activations to the level except where a float32 value
+falls within a rounding error of a midpoint between two levels (see :mod:`agreement` and
+``docs/integer.md``).
 """
 
 from __future__ import annotations
@@ -245,9 +246,6 @@ class _Builder:
     def _call(self, name: str, module: nn.Module, *args: Any) -> tuple[str, fx.Node]:
         target = self._add_module(name, module)
         return target, self.graph.call_module(target, args)
-
-    def _map(self, arg: Any) -> Any:
-        return fx.node.map_arg(arg, lambda n: self.env[n].node)
 
     def _copy(self, node: fx.Node) -> None:
         new = self.graph.node_copy(node, lambda n: self.env[n].node)
