@@ -119,7 +119,7 @@ def to_integer(model: nn.Module, example_input: Tensor, engine: str = "reference
     if not any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     _check_calibrated(model)
-    traced = _trace(model)
+    traced = trace_quantized(model)
     with torch.no_grad():
         ShapeProp(fx.GraphModule(model, traced)).propagate(example_input)
     builder = _Builder(model, traced, engine)
@@ -141,7 +141,7 @@ class _Tracer(fx.Tracer):
         return isinstance(m, QUANT_LAYERS) or super().is_leaf_module(m, module_qualified_name)
 
 
-def _trace(model: nn.Module) -> fx.Graph:
+def trace_quantized(model: nn.Module) -> fx.Graph:
     try:
         return _Tracer().trace(model)
     except Exception as exc:  # fx raises many types on untraceable Python control flow

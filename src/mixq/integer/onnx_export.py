@@ -88,7 +88,7 @@ _PAIR_SUM_LIMIT = 2**15 - 1
 _UINT8_ZERO = 128  # zero point of signed levels moved into uint8
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     if onnx is None:
         raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'mixq[export]'")
 
@@ -100,7 +100,7 @@ class OnnxGraph:
     """Nodes and initializers of an ONNX graph under construction, with unique names."""
 
     def __init__(self) -> None:
-        _require_onnx()
+        require_onnx()
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._names: set[str] = set()
@@ -227,7 +227,7 @@ def export_onnx(model: IntegerModel, example_input: Tensor, path: str | Path) ->
 
     ``example_input`` fixes every dimension but the batch, which stays free.
     """
-    _require_onnx()
+    require_onnx()
     graph_module = copy.deepcopy(model.graph_module)  # ShapeProp writes into node.meta
     with torch.no_grad():
         ShapeProp(graph_module).propagate(example_input)

@@ -36,16 +36,16 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from mixq.errors import IntegerConversionError, UnsupportedLayerError
-from mixq.integer.compile import _trace
+from mixq.integer.compile import trace_quantized
 from mixq.integer.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     OnnxGraph,
-    _require_onnx,
     emit_pad,
     emit_reshape,
     emit_slice,
     is_zero_pad,
+    require_onnx,
     tensor_shape,
 )
 from mixq.integer.weights import integer_weights
@@ -75,13 +75,13 @@ def export_qonnx(quantized_model: nn.Module, example_input: Tensor, path: str | 
 
     ``example_input`` fixes every shape, the batch included.
     """
-    _require_onnx()
+    require_onnx()
     model = copy.deepcopy(quantized_model).eval()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
     if not layers:
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     bits = {name: uniform_bits(name, layer) for name, layer in layers.items()}
-    graph = _trace(model)
+    graph = trace_quantized(model)
     with torch.no_grad():
         ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
     proto = _QonnxExporter(model, bits).build(graph)
