@@ -14,7 +14,13 @@ from mixq.integer.agreement import compare_layers
 from mixq.integer.ops import IntegerLayer
 from mixq.recipe import Recipe
 
-CANDIDATES = ["fixed-2", "fixed-4", "fixed-8", "pot-2", "pot-4", "sp2-3", "sp2-4", "sp2-6"]
+# Every scheme at every bit width whose integers fit: PoT-6 and wider have levels down to
+# 2^-30 of the clip (tested apart); SP2 stops at 8 bits.
+CANDIDATES = [
+    *(f"fixed-{b}" for b in range(2, 9)),
+    *(f"pot-{b}" for b in range(2, 6)),
+    *(f"sp2-{b}" for b in range(3, 9)),
+]
 IMAGES = (16, 3, 16, 16)
 
 
@@ -131,3 +137,11 @@ def test_the_float_model_is_untouched_and_outputs_are_close() -> None:
         assert torch.equal(qnet(data[1]), before)
     # One output step of the last layer's levels bounds the free-running difference here.
     assert float((inet(data[1]) - before).abs().max()) < 0.05 * float(before.abs().max())
+
+
+@pytest.mark.parametrize("candidate", ["pot-6", "pot-7", "pot-8"])
+def test_pot_grids_too_fine_for_int32_are_refused(candidate: str) -> None:
+    data = batches(IMAGES)
+    qnet = quantize(small_cnn(), _uniform(candidate, 4), data)
+    with pytest.raises(IntegerConversionError, match=r"int32|31 bits"):
+        to_integer(qnet, data[0])
