@@ -49,8 +49,9 @@ INT32_LIMIT = 2**31 - 1
 # Leaves room for the rounding half (< 2^61) and the int8 path's correction (< 2^55).
 _OFFSET_LIMIT = 2**60
 
-_RELU_FUNCTIONS = (F.relu, torch.relu)
-_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+# The fx targets every graph walker here (the engine, ONNX and QONNX export) accepts.
+RELU_FUNCTIONS = (F.relu, torch.relu)
+ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _SHAPE_FUNCTIONS = (torch.flatten, torch.reshape, operator.getitem, getattr)
 _SHAPE_METHODS = {"view", "reshape", "flatten", "contiguous", "size", "squeeze", "unsqueeze"}
 _SHAPE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout)
@@ -119,9 +120,7 @@ def to_integer(model: nn.Module, example_input: Tensor, engine: str = "reference
     if not any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     _check_calibrated(model)
-    traced = trace_quantized(model)
-    with torch.no_grad():
-        ShapeProp(fx.GraphModule(model, traced)).propagate(example_input)
+    traced = trace_with_shapes(model, example_input)
     builder = _Builder(model, traced, engine)
     return builder.build()
 
@@ -139,6 +138,14 @@ def _check_calibrated(model: nn.Module) -> None:
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, QUANT_LAYERS) or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_with_shapes(model: nn.Module, example_input: Tensor) -> fx.Graph:
+    """The model's fx graph, each node's ``meta["tensor_meta"]`` filled from the example."""
+    graph = trace_quantized(model)
+    with torch.no_grad():
+        ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
+    return graph
 
 
 def trace_quantized(model: nn.Module) -> fx.Graph:
@@ -198,11 +205,11 @@ class _Builder:
 
     def _call_function(self, node: fx.Node) -> None:
         target = node.target
-        if target in _RELU_FUNCTIONS:
+        if target in RELU_FUNCTIONS:
             self._relu(node)
-        elif target in _ADD_FUNCTIONS:
+        elif target in ADD_FUNCTIONS:
             self._add(node)
-        elif (target is F.pad and _zero_pad(node)) or target in _SHAPE_FUNCTIONS:
+        elif (target is F.pad and is_zero_pad(node)) or target in _SHAPE_FUNCTIONS:
             self._copy(node)
         elif target is F.adaptive_avg_pool2d and _is_global(node.args[1]):
             self._global_pool(node, keepdim=True)
@@ -449,7 +456,8 @@ def _single(value: Any) -> int:
     return int(value)
 
 
-def _zero_pad(node: fx.Node) -> bool:
+def is_zero_pad(node: fx.Node) -> bool:
+    """Whether an ``F.pad`` call pads with zeros (which integers at any scale can do)."""
     mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
     value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
     return mode == "constant" and (value is None or value == 0)

@@ -56,7 +56,7 @@ from torch import Tensor
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from mixq.errors import IntegerConversionError
-from mixq.integer.compile import IntegerModel
+from mixq.integer.compile import ADD_FUNCTIONS, IntegerModel, is_zero_pad
 from mixq.integer.ops import (
     GlobalAvgPool,
     IntegerLayer,
@@ -199,14 +199,9 @@ def emit_reshape(graph: OnnxGraph, x: str, shape: tuple[int, ...], base: str) ->
     return graph.op("Reshape", [x, shape_name], base)
 
 
-def is_zero_pad(node: fx.Node) -> bool:
-    mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
-    value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
-    return mode == "constant" and (value is None or value == 0)
-
-
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
-_RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
+# Shape-only fx targets both exporters turn into ONNX Reshape.
+RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
 
 
 # -- the integer exporter ------------------------------------------------------------------
@@ -298,7 +293,7 @@ class _IntegerExporter:
         target = node.target
         if target is torch.clamp_min:
             self.env[node] = self._clamp_min(node)
-        elif target in (operator.add, operator.iadd, torch.add):
+        elif target in ADD_FUNCTIONS:
             self.env[node] = self._add(node)
         elif target is operator.getitem:
             x = self._value(node.args[0])
@@ -310,14 +305,14 @@ class _IntegerExporter:
             rank = len(self._shape(node.args[0]))
             name = emit_pad(self.graph, x.name, node.args[1], rank, node.name)
             self.env[node] = replace(x, name=name, low=min(x.low, 0), high=max(x.high, 0))
-        elif target in _RESHAPE_FUNCTIONS:
+        elif target in RESHAPE_FUNCTIONS:
             self.env[node] = self._reshape(node)
         else:
             name = getattr(target, "__name__", str(target))
             raise IntegerConversionError(f"function {name!r} (node {node.name}) does not export")
 
     def _method(self, node: fx.Node) -> None:
-        if node.target in _RESHAPE_METHODS:
+        if node.target in RESHAPE_METHODS:
             self.env[node] = self._reshape(node)
         elif node.target == "contiguous":
             self.env[node] = self._value(node.args[0])

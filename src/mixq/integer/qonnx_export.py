@@ -29,22 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from mixq.errors import IntegerConversionError, UnsupportedLayerError
-from mixq.integer.compile import trace_quantized
+from mixq.integer.compile import ADD_FUNCTIONS, RELU_FUNCTIONS, is_zero_pad, trace_with_shapes
 from mixq.integer.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
+    RESHAPE_FUNCTIONS,
+    RESHAPE_METHODS,
     OnnxGraph,
     emit_pad,
     emit_reshape,
     emit_slice,
-    is_zero_pad,
     require_onnx,
     tensor_shape,
 )
@@ -63,10 +62,6 @@ QONNX_OPSET = 1
 ONNX_OPSET = 11  # qonnx.util.basic.get_preferred_onnx_opset()
 _IR_VERSION = 7  # opset 11's IR
 
-_RELU_FUNCTIONS = (F.relu, torch.relu)
-_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
-_RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _PASS_MODULES = (nn.Identity, nn.Dropout)
 
 
@@ -81,9 +76,7 @@ def export_qonnx(quantized_model: nn.Module, example_input: Tensor, path: str | 
     if not layers:
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     bits = {name: uniform_bits(name, layer) for name, layer in layers.items()}
-    graph = trace_quantized(model)
-    with torch.no_grad():
-        ShapeProp(fx.GraphModule(model, graph)).propagate(example_input)
+    graph = trace_with_shapes(model, example_input)
     proto = _QonnxExporter(model, bits).build(graph)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -166,9 +159,9 @@ class _QonnxExporter:
 
     def _function(self, node: fx.Node) -> None:
         target = node.target
-        if target in _RELU_FUNCTIONS:
+        if target in RELU_FUNCTIONS:
             self.env[node] = self.graph.op("Relu", [self._name(node.args[0])], node.name)
-        elif target in _ADD_FUNCTIONS:
+        elif target in ADD_FUNCTIONS:
             self.env[node] = self._add(node)
         elif target is operator.getitem:
             rank = len(self._shape(node.args[0]))
@@ -178,7 +171,7 @@ class _QonnxExporter:
             rank = len(self._shape(node.args[0]))
             x = self._name(node.args[0])
             self.env[node] = emit_pad(self.graph, x, node.args[1], rank, node.name)
-        elif target in _RESHAPE_FUNCTIONS:
+        elif target in RESHAPE_FUNCTIONS:
             self.env[node] = self._reshape(node)
         elif target is F.adaptive_avg_pool2d and _is_global(node.args[1]):
             x = self._name(node.args[0])
@@ -191,7 +184,7 @@ class _QonnxExporter:
             self.env[node] = self.graph.op("Relu", [self._name(node.args[0])], node.name)
         elif node.target == "add":
             self.env[node] = self._add(node)
-        elif node.target in _RESHAPE_METHODS:
+        elif node.target in RESHAPE_METHODS:
             self.env[node] = self._reshape(node)
         elif node.target == "contiguous":
             self.env[node] = self._name(node.args[0])
