@@ -121,13 +121,14 @@ def _agreement_rows(engines: dict, test: list) -> list[dict[str, Any]]:
     seconds = dict.fromkeys(names, 0.0)
     total = 0
     for images, labels in test:
-        fake = engines["fake-quant"](images).argmax(1)
+        predicted = {}
         for name in names:
             start = time.perf_counter()
-            predicted = _predictor(engines[name])(images).argmax(1)
+            predicted[name] = _predictor(engines[name])(images).argmax(1)
             seconds[name] += time.perf_counter() - start
-            correct[name] += int((predicted == labels).sum())
-            disagreements[name] += int((predicted != fake).sum())
+        for name in names:
+            correct[name] += int((predicted[name] == labels).sum())
+            disagreements[name] += int((predicted[name] != predicted["fake-quant"]).sum())
         total += len(labels)
         print(f"{total} images: " + ", ".join(f"{n} {correct[n] / total:.4f}" for n in names))
     return [

@@ -75,6 +75,11 @@ def _one(value: float, bits: int) -> tuple[int, int]:
     return round(fraction * 2**bits), shift
 
 
+def rounding_half(shift: Tensor) -> Tensor:
+    """``2^(shift - 1)`` where ``shift > 0``, else 0: what makes ``>> shift`` round half up."""
+    return torch.where(shift > 0, 1 << (shift - 1).clamp_min(0), 0)
+
+
 def rounding_shift(x: Tensor, shift: Tensor | int) -> Tensor:
     """``round(x / 2^shift)`` with ties rounded up, by an add and an arithmetic right shift.
 
@@ -82,8 +87,7 @@ def rounding_shift(x: Tensor, shift: Tensor | int) -> Tensor:
     tensor([ 1,  2, -1, -1,  2])
     """
     shift_tensor = torch.as_tensor(shift, dtype=torch.int64, device=x.device)
-    half = torch.where(shift_tensor > 0, 1 << (shift_tensor - 1).clamp_min(0), 0)
-    return (x + half) >> shift_tensor
+    return (x + rounding_half(shift_tensor)) >> shift_tensor
 
 
 def dyadic_multiply(

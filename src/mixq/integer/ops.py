@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixq.integer.dyadic import dyadic_multiply
+from mixq.integer.dyadic import dyadic_multiply, rounding_half
 from mixq.integer.weights import IntegerWeights, shift_add_terms
 from mixq.schemes import Scheme
 
@@ -132,8 +132,7 @@ class IntegerLayer(nn.Module):
         self.register_buffer("offset", _buffer(offset))
         self.register_buffer("weight", weights.values.clone())
         self.schemes = [str(c) for c in weights.candidates]
-        half = torch.where(self.shift > 0, 1 << (self.shift - 1).clamp_min(0), 0)
-        self._rounding_constant = self.offset + half
+        self._rounding_constant = self.offset + rounding_half(self.shift)
         self._build_groups(weights)
         if engine == "int8":
             self._build_int8(input_offset)
