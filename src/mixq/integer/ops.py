@@ -131,7 +131,7 @@ class IntegerLayer(nn.Module):
         self.register_buffer("shift", _buffer(shift))
         self.register_buffer("offset", _buffer(offset))
         self.register_buffer("weight", weights.values.clone())
-        self.schemes = [str(c) for c in weights.candidates]
+        self.schemes = [str(c) for c in weights.candidates]  # row codes index this list
         self._rounding_constant = self.offset + rounding_half(self.shift)
         self._build_groups(weights)
         if engine == "int8":
@@ -180,9 +180,8 @@ class IntegerLayer(nn.Module):
             parts.append(acc)
         if not self.gathered:
             return torch.stack(parts).sum(dim=0)
-        channel = 1 if self.conv is not None else -1
-        out = torch.cat(parts, dim=channel)
-        return out.index_select(channel, self.inverse) if len(parts) > 1 else out
+        out = torch.cat(parts, dim=self._channel)
+        return out.index_select(self._channel, self.inverse) if len(parts) > 1 else out
 
     def _apply(self, q: Tensor, values: Tensor) -> Tensor:
         if self.conv is None:
@@ -199,7 +198,7 @@ class IntegerLayer(nn.Module):
             lead = shifted.shape[:-1]
             flat = shifted.reshape(-1, shifted.shape[-1]).to(torch.int8)
             return torch._int_mm(flat, self.int8_weight).to(torch.int64).reshape(*lead, -1)
-        cols, (n, h, w) = _im2col(q, shifted, self.weight.shape, self.conv, self.input_offset)
+        cols, (n, h, w) = _im2col(shifted, self.weight.shape, self.conv, self.input_offset)
         acc = torch._int_mm(cols, self.int8_weight).to(torch.int64)
         return acc.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
@@ -226,7 +225,7 @@ class IntegerLayer(nn.Module):
 
 
 def _im2col(
-    q: Tensor, shifted: Tensor, weight_shape: torch.Size, conv: dict[str, Any], offset: int
+    shifted: Tensor, weight_shape: torch.Size, conv: dict[str, Any], offset: int
 ) -> tuple[Tensor, tuple[int, int, int]]:
     # An integer im2col (PyTorch's own has no integer kernel and is far slower): strided
     # windows of the padded int8 tensor in channels-last order, so the one copy moves whole
@@ -239,8 +238,8 @@ def _im2col(
     if pad_h or pad_w:
         x = F.pad(x, (0, 0, pad_w, pad_w, pad_h, pad_h), value=-offset)
     n, c = x.shape[0], x.shape[3]
-    h_out = _out_size(q.shape[2], kh, conv, 0)
-    w_out = _out_size(q.shape[3], kw, conv, 1)
+    h_out = _out_size(shifted.shape[2], kh, conv, 0)
+    w_out = _out_size(shifted.shape[3], kw, conv, 1)
     span_h, span_w = dil_h * (kh - 1) + 1, dil_w * (kw - 1) + 1
     windows = x.unfold(1, span_h, stride_h).unfold(2, span_w, stride_w)
     windows = windows[..., ::dil_h, ::dil_w]  # (n, h_out, w_out, c, kh, kw)
