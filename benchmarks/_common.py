@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
@@ -12,9 +13,29 @@ from typing import Any
 
 import torch
 
+from mixq.data import default_data_root
 from mixq.io import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, threads: int = 2) -> None:
+    """``--data-root``, ``--threads`` and ``--output``, which every benchmark takes."""
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder with cifar10-jpeg/, resnet-cifar10/, sts-b/ (default ../shared/data)",
+    )
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+
+
+def start_run(args: argparse.Namespace) -> Path:
+    """Set the thread count, print the command that reproduces the run; the data root."""
+    torch.set_num_threads(args.threads)
+    print(f"# {command_line()}", flush=True)
+    return args.data_root or default_data_root()
 
 
 def command_line() -> str:

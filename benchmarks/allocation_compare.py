@@ -29,14 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import RESULTS_DIR, command_line, top1, write_result
+from _common import add_run_options, start_run, top1, write_result
 from torch import nn
 
 import mixq
 from mixq.allocation.budget import Budget
 from mixq.allocation.ilp import solve_ilp
-from mixq.data import cifar10_loader, default_data_root
+from mixq.data import cifar10_loader
 from mixq.dfq import DfqConfig, dfq_search
 from mixq.models import load_pretrained_cifar_resnet, resnet20
 from mixq.plan import Plan
@@ -72,7 +71,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hessian-probes", type=int, default=8, help="per layer")
     parser.add_argument("--hessian-batch", type=int, default=128)
     parser.add_argument("--dfq-steps", type=int, default=200)
-    parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument(
         "--work-dir",
         type=Path,
@@ -80,17 +78,14 @@ def parse_args() -> argparse.Namespace:
         help="sensitivity table, plans and finished rows (reused with --resume)",
     )
     parser.add_argument("--resume", action="store_true", help="reuse finished rows and table")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=1)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}", flush=True)
     wall_start = time.perf_counter()
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     cifar = root / "cifar10-jpeg"
     weights = root / "resnet-cifar10" / "resnet20-12fca82f.th"
     train_loader = cifar10_loader(

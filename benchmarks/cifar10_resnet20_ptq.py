@@ -15,11 +15,10 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
-from _common import RESULTS_DIR, command_line, top1, write_result
+from _common import add_run_options, start_run, top1, write_result
 
 import mixq
-from mixq.data import cifar10_loader, default_data_root
+from mixq.data import cifar10_loader
 from mixq.models import load_pretrained_cifar_resnet, resnet20
 from mixq.summary import fp32_weight_kib
 
@@ -44,22 +43,13 @@ def parse_args() -> argparse.Namespace:
         help="training images used for calibration and rounding",
     )
     parser.add_argument("--act-bits", type=int, default=8)
-    parser.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="folder with cifar10-jpeg/ and resnet-cifar10/ (default ../shared/data)",
-    )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=2)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}")
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     model = load_pretrained_cifar_resnet(
         resnet20(), root / "resnet-cifar10" / "resnet20-12fca82f.th"
     )

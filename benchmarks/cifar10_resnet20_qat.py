@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS_DIR, command_line, top1, write_result
+from _common import add_run_options, start_run, top1, write_result
 
 import mixq
-from mixq.data import cifar10_loader, default_data_root
+from mixq.data import cifar10_loader
 from mixq.models import load_pretrained_cifar_resnet, resnet20
 from mixq.train import TrainConfig, train
 
@@ -33,23 +33,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=None, help="limit (default all)")
     parser.add_argument("--methods", nargs="*", default=[m for m, _ in METHODS])
-    parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument(
         "--work-dir",
         type=Path,
         default=Path("runs/cifar10_resnet20_qat"),
         help="checkpoints (runs resume from here if killed)",
     )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=2)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}", flush=True)
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     cifar = root / "cifar10-jpeg"
     train_loader = cifar10_loader(
         cifar, "train", args.batch, train_augment=True, shuffle=True, limit=args.train_images

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS_DIR, command_line, write_result
+from _common import add_run_options, start_run, write_result
 
 import mixq
-from mixq.data import cifar10_loader, default_data_root
+from mixq.data import cifar10_loader
 from mixq.integer.agreement import compare_layers
 from mixq.integer.onnx_export import export_onnx, onnx_session, run_onnx
 from mixq.integer.packed import packed_size, save_packed
@@ -43,17 +43,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--act-bits", type=int, default=4)
     parser.add_argument("--layer-images", type=int, default=1000, help="for layer agreement")
     parser.add_argument("--runs", type=int, default=5, help="timing rounds (median)")
-    parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=2)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}", flush=True)
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     model = load_pretrained_cifar_resnet(
         resnet20(), root / "resnet-cifar10" / "resnet20-12fca82f.th"
     ).eval()

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-from _common import RESULTS_DIR, command_line, write_result
+from _common import add_run_options, start_run, write_result
 
 import mixq
-from mixq.data import default_data_root
 from mixq.data.stsb import load_stsb, sentence_batches, spearman_of_cosines
 from mixq.models.sentence_encoder import embed, load_minilm
 from mixq.train import TrainConfig, train
@@ -46,17 +44,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=2)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}", flush=True)
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     encoder, tokenizer = load_minilm()
     dev = load_stsb(root / "sts-b" / "dev.tsv")
     sentences = load_stsb(root / "sts-b" / "train.tsv").sentences()

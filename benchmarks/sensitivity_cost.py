@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS_DIR, command_line, write_result
+from _common import add_run_options, start_run, write_result
 from torch import nn
 
 from mixq.allocation.budget import Budget
 from mixq.allocation.costs import CostTable
 from mixq.allocation.ilp import solve_ilp
 from mixq.allocation.options import PerturbationTable
-from mixq.data import cifar10_loader, default_data_root
+from mixq.data import cifar10_loader
 from mixq.models import load_pretrained_cifar_resnet, resnet20, resnet56
 from mixq.sensitivity import (
     JOINT_CANDIDATES,
@@ -58,17 +58,13 @@ def parse_args() -> argparse.Namespace:
         "--loader-max-probes", type=int, default=32, help="cap per layer, random batches"
     )
     parser.add_argument("--ilp-runs", type=int, default=20)
-    parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    add_run_options(parser, threads=2)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"# {command_line()}")
-    root = args.data_root or default_data_root()
+    root = start_run(args)
     weights = root / "resnet-cifar10" / "resnet20-12fca82f.th"
     model = load_pretrained_cifar_resnet(resnet20(), weights)
     images = root / "cifar10-jpeg"
