@@ -15,6 +15,7 @@ import torch
 
 from mixq.data import default_data_root
 from mixq.io import atomic_write_text
+from mixq.train import TrainConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +37,21 @@ def start_run(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     print(f"# {command_line()}", flush=True)
     return args.data_root or default_data_root()
+
+
+def resnet20_qat_config(epochs: int) -> TrainConfig:
+    """The ResNet-20 QAT budget that the QAT and allocation benchmarks share: SGD, cosine,
+    logit distillation from the float model."""
+    return TrainConfig(
+        epochs=epochs,
+        lr=0.005,
+        warmup_epochs=0.1,
+        distill="logits",
+        task_weight=1.0,
+        distill_weight=1.0,
+        temperature=4.0,
+        weight_decay=1e-4,
+    )
 
 
 def command_line() -> str:

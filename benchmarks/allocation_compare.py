@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import add_run_options, start_run, top1, write_result
+from _common import add_run_options, resnet20_qat_config, start_run, top1, write_result
 from torch import nn
 
 import mixq
@@ -100,16 +100,7 @@ def main() -> None:
     act_bits = {n: 8 if n in edges else args.act_bits for n in names}
     target_bits = _weight_bits(base, recipe)
     total_weights = sum(base.get_submodule(n).weight.numel() for n in names)
-    qat = TrainConfig(
-        epochs=args.qat_epochs,
-        lr=0.005,
-        warmup_epochs=0.1,
-        distill="logits",
-        task_weight=1.0,
-        distill_weight=1.0,
-        temperature=4.0,
-        weight_decay=1e-4,
-    )
+    qat = resnet20_qat_config(args.qat_epochs)
     hessian = HutchinsonConfig(
         min_probes=args.hessian_probes, max_probes=args.hessian_probes, probe_scope="layer"
     )

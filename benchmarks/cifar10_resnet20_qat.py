@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import add_run_options, start_run, top1, write_result
+from _common import add_run_options, resnet20_qat_config, start_run, top1, write_result
 
 import mixq
 from mixq.data import cifar10_loader
@@ -78,16 +78,7 @@ def main() -> None:
     ]
     print(rows[-1], flush=True)
     base.eval()
-    qat = TrainConfig(
-        epochs=args.qat_epochs,
-        lr=0.005,
-        warmup_epochs=0.1,
-        distill="logits",
-        task_weight=1.0,
-        distill_weight=1.0,
-        temperature=4.0,
-        weight_decay=1e-4,
-    )
+    qat = resnet20_qat_config(args.qat_epochs)
     for method, preset in METHODS:
         if method not in args.methods:
             continue
