@@ -52,27 +52,26 @@ class ResidualNet(nn.Module):
 
 def residual_net() -> nn.Module:
     torch.manual_seed(0)
-    net = ResidualNet()
-    _randomise_bn(net)
-    return net.eval()
+    return randomise_bn(ResidualNet())
 
 
 def tiny_resnet() -> nn.Module:
     torch.manual_seed(0)
-    net = CifarResNet(blocks_per_stage=1)
-    _randomise_bn(net)
+    return randomise_bn(CifarResNet(blocks_per_stage=1))
+
+
+def randomise_bn(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial folded gains and biases, as a trained network has; returns ``net``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                shape = module.weight.shape
+                module.weight.copy_(torch.rand(shape, generator=generator) + 0.5)
+                module.bias.copy_(0.6 * torch.rand(shape, generator=generator) - 0.3)
+                module.running_mean.copy_(0.4 * torch.rand(shape, generator=generator) - 0.2)
+                module.running_var.copy_(1.5 * torch.rand(shape, generator=generator) + 0.5)
     return net.eval()
-
-
-def _randomise_bn(net: nn.Module) -> None:
-    # Non-trivial folded gains and biases, as a trained network has.
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
 
 
 def quantize(net: nn.Module, recipe: str | Recipe, data: list[torch.Tensor]) -> nn.Module:

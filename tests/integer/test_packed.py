@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _integer_models import randomise_bn
 from _strategies import ALL_CANDIDATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,22 +87,12 @@ _MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
-def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module", params=sorted(_MODELS))
 def integer_models(request: pytest.FixtureRequest) -> tuple[dict[str, IntegerModel], Tensor]:
     """The model as integers on both engines, and a batch of inputs it has not seen."""
     build, shape = _MODELS[request.param]
     torch.manual_seed(0)
-    model = _randomise_bn(build(), seed=1)
+    model = randomise_bn(build(), seed=1)
     data = [torch.randn(8, *shape) for _ in range(3)]
     recipe = mixq.Recipe.preset("rmsmp", act_bits=4)
     quantized = mixq.quantize(model, recipe, calibration_data=data[:2], progress=False)
@@ -113,7 +104,7 @@ def integer_models(request: pytest.FixtureRequest) -> tuple[dict[str, IntegerMod
 def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, IntegerModel]:
     """A packed residual model, written once; corruption tests copy it."""
     torch.manual_seed(0)
-    model = _randomise_bn(CifarResNet(blocks_per_stage=1), seed=2)
+    model = randomise_bn(CifarResNet(blocks_per_stage=1), seed=2)
     data = [torch.randn(4, 3, 32, 32) for _ in range(2)]
     recipe = mixq.Recipe.preset("rmsmp", act_bits=4)
     quantized = mixq.quantize(model, recipe, calibration_data=data, progress=False)
