@@ -126,6 +126,9 @@ def test_float_inputs_and_unquantised_models_are_refused() -> None:
     uncalibrated = mixq.quantize(small_cnn(), "rmsmp", progress=False)
     with pytest.raises(IntegerConversionError, match="not calibrated"):
         to_integer(uncalibrated, data[0])
+    mixq.set_quantization(qnet, activations=False)
+    with pytest.raises(IntegerConversionError, match="input quantiser switched off"):
+        to_integer(qnet, data[0])
 
 
 def test_the_float_model_is_untouched_and_outputs_are_close() -> None:

@@ -303,8 +303,8 @@ class _Builder:
                 "every quantised layer's input quantised"
             )
         act = layer.act_quant
-        if not bool(act.calibrated) or not act.enabled:
-            raise IntegerConversionError(f"layer {name!r}: input quantiser not calibrated/on")
+        if not act.enabled:  # calibration was checked before tracing
+            raise IntegerConversionError(f"layer {name!r}: input quantiser switched off")
         step = float(act.step)
         high = act.levels
         low = -high if act.signed else 0
