@@ -92,7 +92,7 @@ def test_four_bit_rows_move_the_embeddings_more_than_eight(tokenizer: object) ->
 
 
 def test_load_minilm_names_a_missing_model(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         load_minilm(tmp_path)
 
 
