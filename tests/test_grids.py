@@ -10,12 +10,12 @@ import pytest
 import torch
 from _strategies import ALL_CANDIDATES
 
+from mixq.grid_tensors import signed_grid
 from mixq.grids import (
     exact_magnitudes,
     integer_magnitudes,
     magnitudes,
     positive_levels,
-    signed_grid,
     sp2_term_bits,
 )
 from mixq.schemes import Candidate, Scheme
@@ -159,3 +159,11 @@ def test_signed_grid_is_symmetric_with_zero_once(candidate: Candidate) -> None:
     assert int((levels == 0).sum()) == 1
     assert torch.all(levels[1:] > levels[:-1])
     assert torch.equal(midpoints, (levels[1:] + levels[:-1]) / 2)
+
+
+def test_grids_still_resolves_signed_grid_for_torch_callers() -> None:
+    import mixq.grids
+
+    assert mixq.grids.signed_grid is signed_grid
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        _ = mixq.grids.nonexistent  # type: ignore[attr-defined]

@@ -3,14 +3,17 @@
 Magnitudes are normalised so the largest is 1; a row's levels are ``alpha * sign * m``.
 Each grid is also given exactly as integers over a common denominator, which is what
 the integer engine and the hardware use.
+
+Torch-free, so that allocation and the hardware models can use it: the grids as tensors
+(:func:`signed_grid`) live in :mod:`mixq.grid_tensors`, and ``mixq.grids.signed_grid``
+still resolves there for callers that import it from here.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from functools import cache
-
-import torch
+from typing import Any
 
 from mixq.schemes import Candidate, Scheme
 
@@ -80,19 +83,11 @@ def positive_levels(candidate: Candidate) -> int:
     return len(exact_magnitudes(candidate)) - 1
 
 
-@cache
-def _signed_grid_cpu(candidate: Candidate) -> tuple[torch.Tensor, torch.Tensor]:
-    mags = torch.tensor(magnitudes(candidate), dtype=torch.float32)
-    levels = torch.cat([-mags.flip(0)[:-1], mags])  # symmetric, zero once
-    midpoints = (levels[1:] + levels[:-1]) / 2
-    return levels, midpoints
+def __getattr__(name: str) -> Any:
+    # signed_grid builds tensors; importing torch only when it is asked for keeps this
+    # module, and everything torch-free that imports it, free of torch.
+    if name == "signed_grid":
+        from mixq.grid_tensors import signed_grid
 
-
-def signed_grid(
-    candidate: Candidate, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric levels in ``[-1, 1]`` (ascending) and the midpoints between neighbours."""
-    levels, midpoints = _signed_grid_cpu(candidate)
-    if device is not None and device.type != "cpu":
-        return levels.to(device), midpoints.to(device)
-    return levels, midpoints
+        return signed_grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

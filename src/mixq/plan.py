@@ -12,13 +12,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixq.assignment import RowAssignment
 from mixq.errors import RecipeError
 from mixq.io import atomic_write_text
 from mixq.ratio import Ratio
-from mixq.recipe import Recipe, Rule
+
+if TYPE_CHECKING:  # recipe.py pulls in the torch quantisers; plans must not
+    from mixq.recipe import Recipe
 
 PLAN_VERSION = 1
 
@@ -111,6 +113,8 @@ class Plan:
 
     def apply_to(self, recipe: Recipe) -> Recipe:
         """The recipe with one exact-name rule per planned layer appended (they win)."""
+        from mixq.recipe import Recipe, Rule
+
         rules = tuple(
             Rule(name, ratio=layer.ratio, act_bits=layer.act_bits)
             for name, layer in self.layers.items()
