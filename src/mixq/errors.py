@@ -83,3 +83,35 @@ class IntegerConversionError(MixqError, ValueError):
 
 class PackedFormatError(CheckpointError):
     """A packed integer checkpoint that is truncated, edited or of another format version."""
+
+
+class TrainConfigError(MixqError, ValueError):
+    """A training configuration value out of range or unknown."""
+
+
+class TrainingDivergedError(NonFiniteWeightError):
+    """Training reached a non-finite loss or weight; ``epoch`` and ``step`` (1-based) say
+    where. Nothing is saved from a diverged run."""
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
+class FloatLayerWarning(UserWarning):
+    """A layer with weights that mixq does not quantise (Conv1d, GPT-2's Conv1D, ...): it
+    stays in float and is listed in ``describe(model).float_layers``."""
+
+
+class UnfoldedBatchNormWarning(UserWarning):
+    """A BatchNorm that cannot be folded into a conv (its conv is used twice, or does not
+    feed it directly): it stays a float layer."""
+
+
+class CalibrationDataWarning(UserWarning):
+    """Calibration used fewer batches than the data held (``calibration_batches``)."""
+
+
+class UncheckedCheckpointWarning(UserWarning):
+    """A quantised checkpoint written before checksums: its tensors could not be verified."""
