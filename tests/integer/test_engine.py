@@ -9,7 +9,7 @@ from torch import nn
 
 import mixq
 from mixq.errors import IntegerConversionError, UnsupportedLayerError
-from mixq.integer import to_integer
+from mixq.integer import exact_model, to_integer
 from mixq.integer.agreement import compare_layers
 from mixq.integer.ops import IntegerLayer
 from mixq.recipe import Recipe
@@ -28,15 +28,21 @@ def _uniform(candidate: str, act_bits: int) -> Recipe:
     return Recipe.from_dict({"default": {"ratio": {candidate: 1.0}, "act_bits": act_bits}})
 
 
-def _check_agreement(qnet: nn.Module, data: list[torch.Tensor]) -> None:
+def _check_agreement(qnet: nn.Module, data: list[torch.Tensor], *, residual: bool = False) -> None:
     inet = to_integer(qnet, data[0])
     fast = to_integer(qnet, data[0], engine="int8")
+    exact = exact_model(qnet, data[0], engine="reference").eval()
     for x in data:
-        assert torch.equal(inet.forward_integer(x), fast.forward_integer(x))
+        integers = inet.forward_integer(x)
+        assert torch.equal(integers, fast.forward_integer(x))
+        assert torch.equal(exact(x), inet(x))  # what is evaluated is what is deployed
+    # Against float fake-quant (not the deployed arithmetic: it averages before rounding
+    # and adds float shortcuts), each layer fed fake-quant's levels stays within a level
+    # or, after a quantised shortcut, a few.
     forced = compare_layers(qnet, inet, data)
-    assert all(layer.max_abs_diff <= 1 for layer in forced), forced
+    assert all(layer.max_abs_diff <= (4 if residual else 1) for layer in forced), forced
     elements = sum(layer.elements for layer in forced)
-    assert sum(layer.mismatches for layer in forced) <= 1e-4 * elements + 2, forced
+    assert sum(layer.mismatches for layer in forced) <= 0.05 * elements, forced
     agree = [float((inet(x).argmax(1) == qnet(x).argmax(1)).float().mean()) for x in data]
     assert min(agree) >= 0.9, agree
 
@@ -51,12 +57,13 @@ def test_every_scheme_agrees_with_fake_quantisation(candidate: str, act_bits: in
 @pytest.mark.parametrize("recipe", ["rmsmp", "msp"])
 def test_mixed_rows_and_residual_blocks_agree(recipe: str) -> None:
     data = batches(IMAGES)
-    _check_agreement(quantize(residual_net(), Recipe.preset(recipe, act_bits=4), data), data)
+    qnet = quantize(residual_net(), Recipe.preset(recipe, act_bits=4), data)
+    _check_agreement(qnet, data, residual=True)
 
 
 def test_a_whole_cifar_resnet_agrees() -> None:
     data = batches((8, 3, 32, 32), count=2)
-    _check_agreement(quantize(tiny_resnet(), "rmsmp", data), data)
+    _check_agreement(quantize(tiny_resnet(), "rmsmp", data), data, residual=True)
 
 
 def test_rows_run_grouped_by_scheme_with_shift_add() -> None:
@@ -67,6 +74,9 @@ def test_rows_run_grouped_by_scheme_with_shift_add() -> None:
     terms = {name: len(group_terms) for name, _, group_terms in mixed.groups}
     assert terms["fixed-4"] == 1 and terms["fixed-8"] == 1  # one integer multiply
     assert 2 <= terms["sp2-4"] <= 4  # SP2-4 integers 1..8 use bits 0..3: shifts, then adds
+    # One convolution for every row gives the accumulators the shift-adds give.
+    levels = torch.randint(0, 16, (2, mixed.weight.shape[1], 6, 6))
+    assert torch.equal(mixed.accumulate(levels), mixed.accumulate_shift_add(levels))
 
 
 def test_every_tensor_inside_is_an_int32_range_integer() -> None:
@@ -106,10 +116,12 @@ def test_depthwise_conv_and_sequence_linear() -> None:
     assert all(layer.max_abs_diff <= 1 for layer in compare_layers(qmlp, inet, tokens))
 
 
-def test_unsupported_operations_are_named() -> None:
-    net = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)).eval()
+def test_every_unsupported_operation_is_named_in_one_error() -> None:
+    net = nn.Sequential(
+        nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)
+    ).eval()
     data = batches((8, 4))
-    with pytest.raises(UnsupportedLayerError, match="Sigmoid"):
+    with pytest.raises(UnsupportedLayerError, match=r"2 op.*'1' \(GELU\).*'3' \(Tanh\)"):
         to_integer(quantize(net, "fixed8", data), data[0])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,12 +93,12 @@ def _capture_integer(
     handles = []
     for name, target in model.layer_inputs.items():
 
-        def hook(_m: nn.Module, _i: object, out: Tensor, name: str = name) -> Tensor | None:
-            levels[name] = out
-            # A forward hook's return value replaces the module's output.
-            return forced[name] if forced is not None else None
+        def hook(_m: nn.Module, args: tuple[Tensor, ...], name: str = name) -> Any:
+            levels[name] = args[0]
+            # A forward pre-hook's return value replaces the module's inputs.
+            return (forced[name], *args[1:]) if forced is not None else None
 
-        handles.append(modules[target].register_forward_hook(hook))
+        handles.append(modules[target].register_forward_pre_hook(hook))
     try:
         model.forward_integer(x)
     finally:

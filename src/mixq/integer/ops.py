@@ -1,27 +1,29 @@
-"""The integer model's operations. Every tensor between them is int64 holding values that
-fit int32; the only float operations are the entrance (:class:`QuantizeInput`) and the exit
+"""The integer model's operations. Every tensor between them is int64 holding one
+quantiser's levels (the network's output: int32-range integers); the only float operations
+are the entrance (:class:`QuantizeInput`) and the exit
 (:meth:`mixq.integer.IntegerModel.forward` multiplies the output integers by their scale).
 
-A layer's rows run grouped by scheme, each group as its hardware would: fixed-point rows as
-integer multiplies, PoT rows as one shift and SP2 rows as two shifts and an add (a
-convolution with a ternary weight per shift: additions and subtractions only).
+Each quantised layer is one fused :class:`IntegerLayer`: accumulate, requantise with the
+folded bias and an optional residual, clamp to the next quantiser's range.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixq.integer.dyadic import dyadic_multiply, rounding_half
+from mixq.integer.dyadic import dyadic_multiply, rounding_half, rounding_shift
 from mixq.integer.weights import IntegerWeights, shift_add_terms
 from mixq.schemes import Scheme
 
-Engine = str  # "reference" (int64 kernels, shift-add rows) or "int8" (oneDNN int8 GEMM)
-ENGINES = ("reference", "int8")
+Engine = Literal["reference", "int8", "fast"]
+"""``reference``: exact float64/int64 kernels; ``int8``: oneDNN's int8 GEMM; ``fast``: the
+fused C++ kernels of :mod:`mixq.integer.fast` (the same integers)."""
+ENGINES: tuple[Engine, ...] = ("reference", "int8", "fast")
 
 
 def layer_engine(
@@ -85,34 +87,94 @@ class Rescale(nn.Module):
 
 
 class GlobalAvgPool(nn.Module):
-    """Sum over the spatial positions, then one dyadic multiply for ``1/N`` and the rescale."""
+    """Sum over the spatial positions, then one dyadic multiply for ``1/N`` and the rescale
+    to the next quantiser's levels, clamped to its range (``low=None``: no clamp)."""
 
-    def __init__(self, multiplier: int, shift: int, keepdim: bool = True) -> None:
+    def __init__(
+        self,
+        multiplier: int,
+        shift: int,
+        keepdim: bool = True,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("multiplier", torch.tensor(int(multiplier)))
         self.register_buffer("shift", torch.tensor(int(shift)))
         self.keepdim = keepdim
+        self.low, self.high = low, high
 
     def forward(self, x: Tensor) -> Tensor:
         total = x.sum(dim=(-2, -1), keepdim=self.keepdim)
-        return dyadic_multiply(total, self.multiplier, self.shift)
+        y = dyadic_multiply(total, self.multiplier, self.shift)
+        return y.clamp(self.low, self.high) if self.low is not None else y
 
 
 class MaxPool(nn.Module):
-    """Max pooling without padding on integers (the order of values does not need a scale)."""
+    """Max pooling on integer levels (the order of values needs no scale); padding holds the
+    lowest int64, which no window's maximum can be, as PyTorch pads with ``-inf``."""
 
-    def __init__(self, kernel: int, stride: int) -> None:
+    def __init__(self, kernel: int, stride: int, padding: int = 0) -> None:
         super().__init__()
-        self.kernel, self.stride = kernel, stride
+        self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.padding:
+            p = self.padding
+            x = F.pad(x, (p, p, p, p), value=torch.iinfo(torch.int64).min)
         windows = x.unfold(2, self.kernel, self.stride).unfold(3, self.kernel, self.stride)
         return windows.amax(dim=(-2, -1))
 
 
+class AddLevels(nn.Module):
+    """Two quantisers' levels added into a third's: ``clamp((a*m_a + b*m_b + 2^(c-1)) >> c,
+    low, high)`` (a residual addition neither of whose inputs comes straight from a layer)."""
+
+    def __init__(self, m_a: int, m_b: int, shift: int, low: int, high: int) -> None:
+        super().__init__()
+        self.register_buffer("m_a", torch.tensor(int(m_a)))
+        self.register_buffer("m_b", torch.tensor(int(m_b)))
+        self.register_buffer("shift", torch.tensor(int(shift)))
+        self.low, self.high = low, high
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return rounding_shift(a * self.m_a + b * self.m_b, self.shift).clamp(self.low, self.high)
+
+    def extra_repr(self) -> str:
+        return f"m=({int(self.m_a)}, {int(self.m_b)}), c={int(self.shift)}"
+
+
+class Lookup(nn.Module):
+    """An elementwise function on levels ``low..low+len(table)-1`` as a table of the next
+    quantiser's levels (how integer runtimes run Hardswish, SiLU and Sigmoid)."""
+
+    def __init__(self, table: Tensor, low: int, function: str) -> None:
+        super().__init__()
+        self.register_buffer("table", table.to(torch.int64).clone())
+        self.low = low
+        self.function = function
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.table[x - self.low]
+
+    def extra_repr(self) -> str:
+        return f"{self.function}, inputs {self.low}..{self.low + self.table.numel() - 1}"
+
+
 class IntegerLayer(nn.Module):
-    """A quantised conv or linear on integer inputs: int accumulators, then requantisation
-    of each row ``r`` by ``m_r / 2^c_r`` with its bias folded into ``offset_r``."""
+    """A quantised conv or linear as one fused integer operation (``docs/integer.md``,
+    *Fused layer contract*)::
+
+        acc = sum_k W[r, k] * X[n, k, p]                       (exact; fits int32)
+        t   = acc * M[r] + B[r]  (+ R[n, r, p] * M_res)         (int64)
+        y   = clamp((t + 2^(c[r] - 1)) >> c[r], low, high)
+
+    ``X`` are the input quantiser's levels, ``R`` (the second input, when
+    ``residual_multiplier`` is set) another quantiser's levels, ``low``/``high`` the next
+    quantiser's range (``None``: no clamp). Rows of every scheme hold integer levels over
+    their common denominator; ``groups`` lists them per scheme with their shift-add terms
+    (what PoT/SP2 hardware adds up; :meth:`accumulate_shift_add` runs that way).
+    """
 
     def __init__(
         self,
@@ -123,38 +185,39 @@ class IntegerLayer(nn.Module):
         offset: np.ndarray,
         engine: Engine = "reference",
         input_offset: int = 0,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+        residual_multiplier: int | None = None,
     ) -> None:
         super().__init__()
         self.conv = conv  # stride, padding, dilation, groups; None for a linear layer
         self.engine = engine
+        self.low, self.high = low, high
         self.register_buffer("multiplier", _buffer(multiplier))
         self.register_buffer("shift", _buffer(shift))
         self.register_buffer("offset", _buffer(offset))
         self.register_buffer("weight", weights.values.clone())
+        residual = 0 if residual_multiplier is None else int(residual_multiplier)
+        self.has_residual = residual_multiplier is not None
+        self.register_buffer("residual_multiplier", torch.tensor(residual, dtype=torch.int64))
         self.schemes = [str(c) for c in weights.candidates]  # row codes index this list
         self._rounding_constant = self.offset + rounding_half(self.shift)
+        self._float_weight = self.weight.double()
         self._build_groups(weights)
+        self.input_offset = 0
         if engine == "int8":
             self._build_int8(input_offset)
 
     def _build_groups(self, weights: IntegerWeights) -> None:
-        grouped = self.conv is not None and self.conv["groups"] > 1
-        order: list[Tensor] = []
         self.groups: list[tuple[str, Tensor, list[tuple[int, Tensor]]]] = []
         for code, candidate in enumerate(weights.candidates):
             rows = torch.from_numpy(np.flatnonzero(weights.codes == code))
             if rows.numel() == 0:
                 continue
-            if grouped:  # a grouped conv keeps every row; the others are zero
-                values = torch.zeros_like(weights.values)
-                values[rows] = weights.values[rows]
-            else:
-                values = weights.values[rows]
-                order.append(rows)
+            values = weights.values[rows]
             terms = [(0, values)] if candidate.scheme is Scheme.FIXED else shift_add_terms(values)
             self.groups.append((str(candidate), rows, terms))
-        self.gathered = not grouped
-        self.inverse = torch.argsort(torch.cat(order)) if order else None
 
     def _build_int8(self, input_offset: int) -> None:
         rows = self.weight.reshape(self.weight.shape[0], -1)
@@ -169,27 +232,28 @@ class IntegerLayer(nn.Module):
     def accumulate(self, q: Tensor) -> Tensor:
         """Integer accumulators ``sum_j q_j * w_rj`` (int64; each fits int32)."""
         if self.engine == "int8":
-            return self._accumulate_int8(q)
-        parts = []
-        for _, _, terms in self.groups:
-            acc = None
-            for bit, ternary_or_values in terms:
-                partial = self._apply(q, ternary_or_values)
-                partial = partial << bit if bit else partial
-                acc = partial if acc is None else acc + partial
-            parts.append(acc)
-        if not self.gathered:
-            return torch.stack(parts).sum(dim=0)
-        out = torch.cat(parts, dim=self._channel)
-        return out.index_select(self._channel, self.inverse) if len(parts) > 1 else out
+            return self._int8_products(q) + _per_channel(self.int8_correction, q, self._channel)
+        # One float64 convolution for every row: products and partial sums are integers
+        # below 2^31 (checked at conversion), so float64 holds each exactly, in any order.
+        return self._apply(q.double(), self._float_weight).to(torch.int64)
+
+    def accumulate_shift_add(self, q: Tensor) -> Tensor:
+        """The same accumulators as PoT/SP2 hardware forms them: per scheme, a ternary
+        convolution per set bit (additions only), shifted and added."""
+        out = torch.zeros_like(self.accumulate(q))
+        for _, rows, terms in self.groups:
+            acc = 0
+            for bit, values in terms:
+                weight = torch.zeros_like(self._float_weight)
+                weight[rows] = values.double()
+                acc = acc + (self._apply(q.double(), weight).to(torch.int64) << bit)
+            out = out + acc
+        return out
 
     def _apply(self, q: Tensor, values: Tensor) -> Tensor:
         if self.conv is None:
             return q @ values.t()
         return F.conv2d(q, values, **self.conv)
-
-    def _accumulate_int8(self, q: Tensor) -> Tensor:
-        return self._int8_products(q) + _per_channel(self.int8_correction, q, self._channel)
 
     def _int8_products(self, q: Tensor) -> Tensor:
         """``sum_j (q_j - offset) * w_rj`` through the int8 GEMM (int64 out)."""
@@ -206,22 +270,27 @@ class IntegerLayer(nn.Module):
     def _channel(self) -> int:
         return 1 if self.conv is not None else -1
 
-    def forward(self, q: Tensor) -> Tensor:
-        # round((acc * m + offset) / 2^c) as (acc * m + offset + 2^(c-1)) >> c, with the
-        # constant terms (rounding half, int8 input-offset correction) added once, ahead.
+    def forward(self, q: Tensor, residual: Tensor | None = None) -> Tensor:
+        # (acc * m + offset + 2^(c-1)) >> c, with the constant terms (rounding half, the
+        # int8 input-offset correction) added once, ahead.
         if self.engine == "int8":
             acc, constant = self._int8_products(q), self._int8_constant
         else:
             acc, constant = self.accumulate(q), self._rounding_constant
         dim = self._channel
-        m = _per_channel(self.multiplier, acc, dim)
-        c = _per_channel(self.shift, acc, dim)
-        return (acc * m + _per_channel(constant, acc, dim)) >> c
+        t = acc * _per_channel(self.multiplier, acc, dim) + _per_channel(constant, acc, dim)
+        if self.has_residual:
+            if residual is None:
+                raise ValueError("this layer adds a residual; pass its levels")
+            t = t + residual * self.residual_multiplier
+        y = t >> _per_channel(self.shift, acc, dim)
+        return y.clamp(self.low, self.high) if self.low is not None else y
 
     def extra_repr(self) -> str:
         kind = "conv" if self.conv is not None else "linear"
         groups = ", ".join(f"{name}: {rows.numel()}" for name, rows, _ in self.groups)
-        return f"{kind}, engine={self.engine}, {groups}"
+        residual = ", + residual" if self.has_residual else ""
+        return f"{kind}, engine={self.engine}, {groups}, range=[{self.low}, {self.high}]{residual}"
 
 
 def _im2col(
