@@ -115,3 +115,8 @@ class CalibrationDataWarning(UserWarning):
 
 class UncheckedCheckpointWarning(UserWarning):
     """A quantised checkpoint written before checksums: its tensors could not be verified."""
+
+
+class OutputError(MixqError, OSError):
+    """A destination that cannot be written: a read-only or missing folder, a file where a
+    folder is expected, no permission, a full disk, or the very file a command reads."""
