@@ -7,26 +7,52 @@ came before, so a later rule wins. ``skip: true`` leaves the layer in float what
 other rules say.
 
 ``act_bits: 0`` leaves a layer's input activation in float.
+
+Every field is checked when a :class:`LayerConfig`, :class:`Rule` or :class:`Recipe` is
+built, from Python or from a file: booleans must be booleans (``skip: "false"`` is refused,
+not read as true), names must be known, and a bad value raises :class:`RecipeError` (or
+:class:`SchemeError` for bits) naming the field. This module needs no torch.
+
+A custom row scorer is registered under a name, so that a recipe naming it stays a plain
+value that saves to YAML or JSON:
+
+>>> import numpy as np
+>>> def last_rows_first(name, w_rows, ratio):
+...     return np.arange(w_rows.shape[0], dtype=float)
+>>> register_row_scorer("last-rows-first", last_rows_first)
+>>> Recipe.preset("msp").with_row_scorer("last-rows-first").to_dict()["row_scorer"]
+'last-rows-first'
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from mixq.allocation.rows import SchemeRule
 from mixq.errors import RatioError, RecipeError, SchemeError
-from mixq.nn.act_quant import ACT_BITS_RANGE, CalibrationMethod
 from mixq.ratio import Ratio
-from mixq.scale_init import ScaleMethod
+
+if TYPE_CHECKING:  # type names only: importing these modules would pull in torch and scipy
+    from mixq.allocation.rows import SchemeRule
+    from mixq.nn.act_quant import CalibrationMethod
+    from mixq.scale_init import ScaleMethod
 
 RECIPE_VERSION = 1
+
+# The activation quantiser's bit range (mixq.nn.act_quant.ACT_BITS_RANGE; a test keeps the
+# two equal). Held here as a plain constant so that recipes stay torch-free.
+ACT_BITS_RANGE = (2, 16)
+SCHEME_RULES = ("variance", "error")
+SCALE_METHODS = ("max", "mse")
+ACT_METHODS = ("mse", "percentile")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
+BUILTIN_ROW_SCORERS = ("magnitude", "perturbation")  # mixq.scoring.SCORERS at import
 
 WeightRounding = Literal["nearest", "gptq"]
 
@@ -38,6 +64,61 @@ PRESET_RATIOS: dict[str, str] = {
     "msp": "sp2-4:0.5,fixed-4:0.5",
     "rmsmp": "sp2-4:0.6,fixed-4:0.35,fixed-8:0.05",
 }
+
+
+def register_row_scorer(name: str, scorer: Callable[..., Any], *, replace: bool = False) -> None:
+    """Make ``scorer`` available to recipes as ``row_scorer: <name>``.
+
+    ``scorer(layer_name, w_rows, ratio)`` returns one score per row (see
+    :mod:`mixq.scoring`). A built-in name, or a name already registered, is refused unless
+    ``replace=True`` (built-ins are never replaced). The registration lasts for the process:
+    register before loading a recipe that names the scorer.
+    """
+    from mixq.scoring import SCORERS  # the one registry get_scorer reads
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", name):
+        raise RecipeError(
+            f"a row scorer name must be a non-empty word (letters, digits, _ . : -), got {name!r}"
+        )
+    if not callable(scorer):
+        raise RecipeError(f"row scorer {name!r} must be callable, got {type(scorer).__name__}")
+    if name in BUILTIN_ROW_SCORERS or (name in SCORERS and not replace):
+        raise RecipeError(f"row scorer {name!r} is already registered")
+    SCORERS[name] = scorer
+
+
+def row_scorer_names() -> tuple[str, ...]:
+    """The names a recipe's ``row_scorer`` may take: the built-ins and the registered ones."""
+    import sys
+
+    scoring = sys.modules.get("mixq.scoring")  # nothing registered before it is imported
+    registered = tuple(getattr(scoring, "SCORERS", {}))
+    return BUILTIN_ROW_SCORERS + tuple(n for n in registered if n not in BUILTIN_ROW_SCORERS)
+
+
+def _check_choice(value: object, field_name: str, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        options = " or ".join(repr(c) for c in choices)
+        raise RecipeError(f"{field_name} must be {options}, got {value!r}")
+
+
+def _check_bool(value: object, field_name: str, *, optional: bool = False) -> None:
+    if isinstance(value, bool) or (optional and value is None):
+        return
+    allowed = "true, false or null" if optional else "true or false"
+    raise RecipeError(
+        f"{field_name} must be a boolean ({allowed}, unquoted), got {value!r} "
+        f"({type(value).__name__})"
+    )
+
+
+def _check_ratio(value: object, field_name: str) -> Ratio:
+    if not isinstance(value, Ratio | str | Mapping):
+        raise RecipeError(
+            f"{field_name} must be a ratio such as 'sp2-4:0.5,fixed-4:0.5' or a mapping of "
+            f"candidate to share, got {value!r}"
+        )
+    return Ratio.parse(value)
 
 
 def _check_act_bits(bits: int) -> int:
@@ -62,8 +143,9 @@ class LayerConfig:
     act_signed: bool | None = None  # None: decided by calibration (negative values seen)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ratio", Ratio.parse(self.ratio))
+        object.__setattr__(self, "ratio", _check_ratio(self.ratio, "ratio"))
         _check_act_bits(self.act_bits)
+        _check_bool(self.act_signed, "act_signed", optional=True)
 
 
 @dataclass(frozen=True)
@@ -77,10 +159,16 @@ class Rule:
     act_signed: bool | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.match, int) and not isinstance(self.match, bool):
+            object.__setattr__(self, "match", str(self.match))  # nn.Sequential names: 0, 1, ...
+        if not isinstance(self.match, str) or not self.match:
+            raise RecipeError(f"a rule's match must be a non-empty string, got {self.match!r}")
+        _check_bool(self.skip, f"rule {self.match!r}: skip")
         if self.ratio is not None:
-            object.__setattr__(self, "ratio", Ratio.parse(self.ratio))
+            object.__setattr__(self, "ratio", _check_ratio(self.ratio, f"rule {self.match!r}"))
         if self.act_bits is not None:
             _check_act_bits(self.act_bits)
+        _check_bool(self.act_signed, f"rule {self.match!r}: act_signed", optional=True)
         if self.match.startswith("re:"):
             try:
                 re.compile(self.match[3:])
@@ -131,21 +219,32 @@ class Recipe:
     version: int = field(default=RECIPE_VERSION)
 
     def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or self.version != RECIPE_VERSION:
+            raise RecipeError(
+                f"recipe version {self.version!r} is not supported ({RECIPE_VERSION})"
+            )
+        if not isinstance(self.default, LayerConfig):
+            raise RecipeError(f"default must be a LayerConfig, got {type(self.default).__name__}")
+        if isinstance(self.rules, str | bytes) or not isinstance(self.rules, Sequence):
+            raise RecipeError(f"rules must be a sequence of Rule, got {self.rules!r}")
         object.__setattr__(self, "rules", tuple(self.rules))
-        if self.scheme_rule not in ("variance", "error"):
+        bad = [r for r in self.rules if not isinstance(r, Rule)]
+        if bad:
+            raise RecipeError(f"rules must be Rule values, got {bad[0]!r}")
+        _check_choice(self.scheme_rule, "scheme_rule", SCHEME_RULES)
+        _check_choice(self.scale_method, "scale_method", SCALE_METHODS)
+        _check_choice(self.act_method, "act_method", ACT_METHODS)
+        _check_choice(self.weight_rounding, "weight_rounding", WEIGHT_ROUNDINGS)
+        _check_bool(self.fold_bn, "fold_bn")
+        if not isinstance(self.row_scorer, str) or self.row_scorer not in row_scorer_names():
             raise RecipeError(
-                f"scheme_rule must be 'variance' or 'error', got {self.scheme_rule!r}"
+                f"unknown row scorer {self.row_scorer!r}; known: {', '.join(row_scorer_names())} "
+                "(register a custom one with mixq.register_row_scorer)"
             )
-        if self.scale_method not in ("max", "mse"):
-            raise RecipeError(f"scale_method must be 'max' or 'mse', got {self.scale_method!r}")
-        if self.act_method not in ("mse", "percentile"):
-            raise RecipeError(f"act_method must be 'mse' or 'percentile', got {self.act_method!r}")
-        if self.weight_rounding not in ("nearest", "gptq"):
-            raise RecipeError(
-                f"weight_rounding must be 'nearest' or 'gptq', got {self.weight_rounding!r}"
-            )
-        if self.version != RECIPE_VERSION:
-            raise RecipeError(f"recipe version {self.version} is not supported ({RECIPE_VERSION})")
+
+    def with_row_scorer(self, name: str) -> Recipe:
+        """This recipe with ``row_scorer`` set to a built-in or registered scorer name."""
+        return replace(self, row_scorer=name)
 
     @classmethod
     def preset(
@@ -161,8 +260,13 @@ class Recipe:
         ``first_last`` is the candidate of the first and last layers, with 8-bit inputs
         (the usual practice: they are small and sensitive); ``None`` treats them like the rest.
         """
-        if name not in PRESET_RATIOS:
+        if not isinstance(name, str) or name not in PRESET_RATIOS:
             raise RecipeError(f"unknown preset {name!r}; presets: {', '.join(PRESET_RATIOS)}")
+        _check_act_bits(act_bits)
+        if first_last is not None and not isinstance(first_last, str):
+            raise RecipeError(
+                f"first_last must be a candidate such as 'fixed-8', got {first_last!r}"
+            )
         rules: tuple[Rule, ...] = ()
         if first_last is not None:
             edge_bits = max(act_bits, 8) if act_bits else 0
@@ -234,7 +338,7 @@ class Recipe:
                 **{k: data[k] for k in known - {"default", "rules"} if k in data},
             )
         except (RatioError, SchemeError) as exc:
-            raise RecipeError(f"invalid recipe: {exc}") from exc
+            raise RecipeError(f"invalid recipe: {exc}") from None
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
@@ -254,8 +358,16 @@ class Recipe:
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                f"recipe file {path} is not UTF-8 text (byte {exc.start}): is it a binary file?"
+            ) from None
+        except OSError as exc:
+            raise RecipeError(f"cannot read recipe file {path}: {exc.strerror or exc}") from None
+        try:
+            data = yaml.safe_load(text)  # YAML is a superset of JSON; safe: no tags run
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
             raise RecipeError(f"cannot parse recipe file {path}: {exc}") from None
         return cls.from_dict(data)
 
@@ -296,7 +408,11 @@ def _config_from_dict(data: Any) -> LayerConfig:
     _reject_unknown(data, {"ratio", "act_bits", "act_signed"}, "default")
     if "ratio" not in data:
         raise RecipeError("recipe 'default' has no 'ratio'")
-    return LayerConfig(Ratio.parse(data["ratio"]), data.get("act_bits", 8), data.get("act_signed"))
+    return LayerConfig(
+        _check_ratio(data["ratio"], "default ratio"),
+        data.get("act_bits", 8),
+        data.get("act_signed"),
+    )
 
 
 def _rule_to_dict(rule: Rule) -> dict[str, Any]:
@@ -316,11 +432,10 @@ def _rule_from_dict(data: Any) -> Rule:
     if not isinstance(data, Mapping) or "match" not in data:
         raise RecipeError(f"each rule needs a 'match' entry, got {data!r}")
     _reject_unknown(data, {"match", "skip", "ratio", "act_bits", "act_signed"}, "rule")
-    ratio = Ratio.parse(data["ratio"]) if data.get("ratio") is not None else None
     return Rule(
-        str(data["match"]),
-        bool(data.get("skip", False)),
-        ratio,
+        data["match"],
+        data.get("skip", False),
+        data.get("ratio"),
         data.get("act_bits"),
         data.get("act_signed"),
     )

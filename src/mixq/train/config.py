@@ -1,15 +1,19 @@
-"""Training configuration: one small dataclass, a comment per field, JSON round trip."""
+"""Training configuration: one small dataclass, a comment per field, JSON round trip.
+
+Every field is checked when the config is built (types included: ``epochs=1.5`` or
+``lr=float("inf")`` raise :class:`~mixq.errors.TrainConfigError` naming the field).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from mixq.errors import MixqError
+from mixq.errors import TrainConfigError
 
-
-class TrainConfigError(MixqError, ValueError):
-    """A training configuration value out of range or unknown."""
+__all__ = ["TrainConfig", "TrainConfigError"]
 
 
 @dataclass(frozen=True)
@@ -36,27 +40,61 @@ class TrainConfig:
     seed: int = 0  # model-side randomness (the data has its own (seed, epoch) streams)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.optimizer in ("sgd", "adamw"), f"unknown optimizer {self.optimizer!r}"),
-            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-            (self.distill in ("none", "logits", "outputs"), f"unknown distill {self.distill!r}"),
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.task_weight >= 0 and self.distill_weight >= 0, "loss weights must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainConfigError(message)
+        _integer("epochs", self.epochs, low=1)
+        _number("lr", self.lr, positive=True)
+        _choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _number("momentum", self.momentum)
+        if not self.momentum < 1:
+            raise TrainConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        _number("weight_decay", self.weight_decay)
+        _number("warmup_epochs", self.warmup_epochs)
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, positive=True)
+        _choice("distill", self.distill, ("none", "logits", "outputs"))
+        _number("distill_weight", self.distill_weight)
+        _number("task_weight", self.task_weight)
+        _number("temperature", self.temperature, positive=True)
+        if not isinstance(self.bn_batch_stats, bool):
+            raise TrainConfigError(
+                f"bn_batch_stats must be true or false, got {self.bn_batch_stats!r}"
+            )
+        if self.freeze_bn_epoch is not None:
+            _integer("freeze_bn_epoch", self.freeze_bn_epoch, low=0)
+        _integer("seed", self.seed, low=0)
+        if self.task_weight == 0 and (self.distill == "none" or self.distill_weight == 0):
+            raise TrainConfigError("task_weight and the distillation weight are both 0: no loss")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        if not isinstance(data, Mapping):
+            raise TrainConfigError(f"training options must be a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise TrainConfigError(f"unknown training option(s) {unknown}")
         return cls(**data)
+
+
+def _integer(name: str, value: object, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrainConfigError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise TrainConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _number(name: str, value: object, *, positive: bool = False) -> None:
+    """A finite real >= 0 (> 0 when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TrainConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise TrainConfigError(f"{name} must be finite, got {value}")
+    if value < 0 or (positive and value == 0):
+        raise TrainConfigError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise TrainConfigError(f"unknown {name} {value!r}; one of {', '.join(choices)}")

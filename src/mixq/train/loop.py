@@ -4,7 +4,14 @@ Each epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG state
 and one JSON line of metrics. ``resume=True`` continues from the last checkpoint and gives
 bit for bit what an uninterrupted run gives: model-side randomness is restored from the
 checkpoint and data-side randomness is a function of ``(seed, epoch)`` (see
-:mod:`mixq.data.epochs`).
+:mod:`mixq.data.epochs`). A finished run can be extended: resume with a larger ``epochs``
+(every other option the same) and training continues from the last epoch, with the
+warm-up/cosine schedule recomputed for the new total (so the learning rate rises again from
+where the longer schedule stands at that step).
+
+A non-finite loss or weight stops training at once with
+:class:`~mixq.errors.TrainingDivergedError` naming the epoch and step; nothing is saved
+from a diverged model (every save goes through one finite check).
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from tqdm.auto import tqdm
 
 from mixq.calibrate import model_device
 from mixq.data.epochs import set_epoch
-from mixq.errors import CheckpointError
+from mixq.errors import CheckpointError, DataError, TrainConfigError
 from mixq.io import atomic_write, atomic_write_text
 from mixq.nn.layers import QuantConv2d
-from mixq.train.config import TrainConfig, TrainConfigError
+from mixq.train.config import TrainConfig
+from mixq.train.guard import check_finite_step, require_finite_model
 from mixq.train.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -78,6 +86,7 @@ def train(
     """
     if config.distill != "none" and teacher is None:
         raise TrainConfigError(f"distill={config.distill!r} needs a teacher model")
+    _check_dataset_labels(train_loader)
     steps_per_epoch = _count_batches(train_loader)
     out = Path(output_dir) if output_dir is not None else None
     torch.manual_seed(config.seed)
@@ -145,9 +154,12 @@ def _run_epoch(
         disable=not progress,
         leave=False,
     )
-    for batch in bar:
+    params = [p for p in model.parameters() if p.requires_grad]
+    for step, batch in enumerate(bar, start=1):
         inputs, targets = _split_batch(batch, device)
         outputs = _forward(model, inputs)
+        if loss_fn is _cross_entropy:
+            _check_labels(outputs, targets, epoch, step)
         loss = _loss(outputs, targets, inputs, config, teacher, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,7 +167,7 @@ def _run_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(check_finite_step(loss, params, epoch + 1, step))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return sum(losses) / max(len(losses), 1)
 
@@ -198,6 +210,28 @@ def _cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(outputs, targets)
 
 
+_IGNORE_INDEX = -100  # F.cross_entropy's default: targets with this value are skipped
+
+
+def _check_labels(outputs: Any, targets: Any, epoch: int, step: int) -> None:
+    """Class labels in ``0..classes-1`` (checked before the batch can touch the weights)."""
+    if not (torch.is_tensor(outputs) and torch.is_tensor(targets)) or targets.numel() == 0:
+        return
+    if targets.is_floating_point() or outputs.dim() < 2:
+        return  # class probabilities, or not a classification output
+    classes = outputs.shape[1]
+    labels = targets[targets != _IGNORE_INDEX]
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"epoch {epoch + 1}, step {step}: label {bad} is outside 0..{classes - 1} "
+            f"(the model has {classes} outputs)"
+        )
+
+
 def _split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
     if isinstance(batch, dict):
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -210,6 +244,23 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
 
 def _forward(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def _check_dataset_labels(loader: Iterable[Any]) -> None:
+    """Labels a data set holds as a tensor (``loader.dataset.tensors`` or ``.targets``) must
+    not be negative (except the ignore index): refused before any training."""
+    dataset = getattr(loader, "dataset", None)
+    labels = getattr(dataset, "targets", None)
+    if labels is None and hasattr(dataset, "tensors") and len(dataset.tensors) > 1:
+        labels = dataset.tensors[1]
+    if labels is None:
+        return
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.numel() == 0:
+        return
+    low = int(labels[labels != _IGNORE_INDEX].min()) if (labels != _IGNORE_INDEX).any() else 0
+    if low < 0:
+        raise DataError(f"the training data holds label {low}: class labels must be >= 0")
 
 
 def _count_batches(loader: Iterable[Any]) -> int:
@@ -268,6 +319,7 @@ def _save(
     config: TrainConfig,
     history: list[EpochRecord],
 ) -> None:
+    require_finite_model(model, f"{out / CHECKPOINT_NAME}")
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -289,12 +341,7 @@ def _restore(
     path = out / CHECKPOINT_NAME
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict():
-            changed = sorted(k for k, v in config.to_dict().items() if state["config"].get(k) != v)
-            raise TrainConfigError(
-                f"{path} was written with a different configuration (differs in {changed}); "
-                "resume with the same configuration or start a new output folder"
-            )
+        _check_resumable(path, state["config"], config, len(state["history"]))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -304,6 +351,23 @@ def _restore(
         raise
     except Exception as exc:  # torch.load raises many types on damaged files
         raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+
+
+def _check_resumable(path: Path, saved: dict[str, Any], config: TrainConfig, done: int) -> None:
+    """Only ``epochs`` may change on resume, and not below the epochs already trained."""
+    current = config.to_dict()
+    changed = sorted(k for k, v in current.items() if k != "epochs" and saved.get(k) != v)
+    if changed:
+        raise TrainConfigError(
+            f"{path} was written with a different configuration (differs in {changed}); "
+            "resume with the same configuration (only epochs may grow) or start a new "
+            "output folder"
+        )
+    if config.epochs < done:
+        raise TrainConfigError(
+            f"{path} has already trained {done} epochs; resume with epochs >= {done} "
+            f"(got {config.epochs})"
+        )
 
 
 def _rewrite_metrics(out: Path, history: list[EpochRecord]) -> None:
