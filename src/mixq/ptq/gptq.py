@@ -14,12 +14,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mixq.errors import CalibrationError
+
 # Added to H's diagonal, as a fraction of its mean, so the Cholesky factorisation exists.
 DAMPING = 0.01
+# Columns per lazy batch update; 128 as in the GPTQ paper.
+BLOCK = 128
 
 
 def gptq_rows(
-    w_rows: Tensor, hessian: Tensor, quantize_column: Callable[[Tensor], Tensor]
+    w_rows: Tensor,
+    hessian: Tensor,
+    quantize_column: Callable[[Tensor], Tensor],
+    *,
+    block: int = BLOCK,
 ) -> Tensor:
     """Quantise ``w_rows`` (R, C) column by column; ``hessian`` is ``E[x x^T]`` (C, C).
 
@@ -32,20 +40,48 @@ def gptq_rows(
     >>> bool(((q @ x.T - w @ x.T).norm()) <= ((torch.round(w * 4) / 4) @ x.T - w @ x.T).norm())
     True
     """
+    if block < 1:
+        raise CalibrationError(f"GPTQ's block must be at least one column, got {block}")
     w = w_rows.detach().double().clone()
     h = hessian.detach().double().clone()
     dead = torch.diagonal(h) <= 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h += DAMPING * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     upper = _inverse_cholesky_upper(h)
     quantized = torch.zeros_like(w)
-    for col in range(w.shape[1]):
-        q = quantize_column(w[:, col].to(w_rows.dtype)).double()
-        quantized[:, col] = q
-        error = (w[:, col] - q) / upper[col, col]
-        w[:, col + 1 :] -= error.unsqueeze(1) * upper[col, col + 1 :].unsqueeze(0)
+    columns = w.shape[1]
+    for start in range(0, columns, block):
+        end = min(start + block, columns)
+        # Lazy batch update (GPTQ's blocked form): errors feed back inside the block column
+        # by column, and onto the columns after it in one matrix product.
+        errors = _round_block(
+            w[:, start:end],
+            upper[start:end, start:end],
+            quantized[:, start:end],
+            quantize_column,
+            w_rows.dtype,
+        )
+        w[:, end:] -= errors @ upper[start:end, end:]
     return quantized.to(w_rows.dtype)
+
+
+def _round_block(
+    w_block: Tensor,
+    upper: Tensor,
+    out: Tensor,
+    quantize_column: Callable[[Tensor], Tensor],
+    dtype: torch.dtype,
+) -> Tensor:
+    """Quantise the block's columns into ``out``; returns the scaled errors ``(R, block)``."""
+    errors = torch.empty_like(w_block)
+    for col in range(w_block.shape[1]):
+        q = quantize_column(w_block[:, col].to(dtype)).double()
+        out[:, col] = q
+        error = (w_block[:, col] - q) / upper[col, col]
+        w_block[:, col + 1 :] -= error.unsqueeze(1) * upper[col, col + 1 :].unsqueeze(0)
+        errors[:, col] = error
+    return errors
 
 
 def _inverse_cholesky_upper(h: Tensor) -> Tensor:
@@ -57,6 +93,6 @@ def _inverse_cholesky_upper(h: Tensor) -> Tensor:
             return torch.linalg.cholesky(inverse, upper=True)
         except torch.linalg.LinAlgError:
             h = h + (10.0**attempt) * DAMPING * torch.diagonal(h).mean() * torch.eye(
-                h.shape[0], dtype=h.dtype
+                h.shape[0], dtype=h.dtype, device=h.device
             )
     raise torch.linalg.LinAlgError("input second-moment matrix is not positive definite")

@@ -1,94 +1,136 @@
-"""Applying error-feedback rounding to every quantised layer of a model, layer by layer.
+"""Applying error-feedback rounding to every quantised layer of a model, in one pass.
 
-Layers are processed in module order; each one sees inputs produced by the layers already
-rounded (and the calibrated activation quantisers), so later layers compensate for the
-errors of earlier ones.
+Each layer is rounded once every calibration batch has reached it, with the inputs the
+layers already rounded produce (and the calibrated activation quantisers), so later layers
+compensate for the errors of earlier ones. The batches advance through the model in
+lockstep (:mod:`mixq.ptq.lockstep`): the model runs once over the data, not once per layer,
+so the cost grows linearly with depth. Models whose batches do not visit the layers once
+each in one order fall back to the layer-by-layer loop, one full forward per layer.
+Under ``torch.distributed`` each rank passes its own share of the batches; the second
+moments are summed over ranks before each layer is rounded, so every rank rounds the same.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mixq.calibrate import model_device, run_batch
 from mixq.errors import CalibrationError
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
+from mixq.nn.layers import QUANT_LAYERS
 from mixq.ptq.gptq import gptq_rows
+from mixq.ptq.lockstep import LockstepOrderError, run_in_lockstep
+from mixq.ptq.moments import MOMENT_DTYPE, SecondMoment, supports_error_feedback
 
-
-class _SecondMoment:
-    """Accumulates ``E[x x^T]`` of a layer's (quantised) input, as the layer sees it."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.sum: Tensor | None = None
-        self.count = 0
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0].detach()
-        if module.act_quant is not None:
-            x = module.act_quant(x)
-        cols = _input_columns(module, x)  # (N, C)
-        outer = cols.T.double() @ cols.double()
-        self.sum = outer if self.sum is None else self.sum + outer
-        self.count += cols.shape[0]
-
-    @property
-    def matrix(self) -> Tensor:
-        if self.sum is None or self.count == 0:
-            raise CalibrationError("layer saw no input during error-feedback rounding")
-        return self.sum / self.count
-
-
-def _input_columns(layer: nn.Module, x: Tensor) -> Tensor:
-    if isinstance(layer, QuantConv2d):
-        patches = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (B*L, Cin*kh*kw)
-    return x.reshape(-1, x.shape[-1])
-
-
-def supports_error_feedback(layer: nn.Module) -> bool:
-    """Grouped convolutions have one input matrix per group; they keep nearest rounding."""
-    if isinstance(layer, QuantConv2d):
-        return layer.groups == 1 and layer.padding_mode == "zeros"
-    return True
+__all__ = ["apply_error_feedback", "apply_error_feedback_layerwise", "supports_error_feedback"]
 
 
 @torch.no_grad()
 def apply_error_feedback(
-    model: nn.Module, data: Iterable[Any], *, batches: int = 8, progress: bool = True
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    batches: int = 8,
+    progress: bool = True,
+    moment_dtype: torch.dtype = MOMENT_DTYPE,
 ) -> list[str]:
     """Round every quantised layer's weights with GPTQ error feedback; returns their names."""
-    layers = [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, QUANT_LAYERS) and supports_error_feedback(m)
-    ]
-    cached = list(itertools.islice(data, batches))
-    if not cached:
-        raise CalibrationError("error-feedback rounding needs data; the loader yielded nothing")
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
+    layers = _rounded_layers(model)
+    cached = _cache(data, batches)
+    saved = {name: layer.weight.detach().clone() for name, layer in layers}
+    moments = {id(layer): SecondMoment(moment_dtype) for _, layer in layers}
+    bar = tqdm(total=len(layers), desc="round", disable=not progress, leave=False)
+
+    def at_layer(layer: nn.Module) -> None:
+        moment = moments[id(layer)]
+        moment.all_reduce()
+        _round_layer(layer, moment.matrix.to(layer.weight.device))
+        bar.update()
+
     try:
+        with _eval_mode(model):
+            reached = run_in_lockstep(
+                model,
+                cached,
+                model_device(model),
+                [layer for _, layer in layers],
+                lambda layer: moments[id(layer)],
+                at_layer,
+            )
+    except LockstepOrderError:
+        for name, layer in layers:
+            layer.weight.copy_(saved[name])
+        return apply_error_feedback_layerwise(
+            model, cached, batches=batches, progress=progress, moment_dtype=moment_dtype
+        )
+    finally:
+        bar.close()
+    if len(reached) < len(layers):
+        missed = [name for name, layer in layers if not any(layer is r for r in reached)]
+        raise CalibrationError(f"layers saw no input during error-feedback rounding: {missed}")
+    return [name for name, _ in layers]
+
+
+@torch.no_grad()
+def apply_error_feedback_layerwise(
+    model: nn.Module,
+    data: Iterable[Any],
+    *,
+    batches: int = 8,
+    progress: bool = True,
+    moment_dtype: torch.dtype = MOMENT_DTYPE,
+) -> list[str]:
+    """The same rounding, one full pass over the data per layer, in module order: the
+    reference the one-pass method is tested against, and its fallback."""
+    layers = _rounded_layers(model)
+    cached = _cache(data, batches)
+    device = model_device(model)
+    with _eval_mode(model):
         for _, layer in tqdm(layers, desc="round", disable=not progress, leave=False):
-            moment = _SecondMoment(layer)
+            moment = SecondMoment(moment_dtype)
             handle = layer.register_forward_pre_hook(moment)
             try:
                 for batch in cached:
                     run_batch(model, batch, device)
             finally:
                 handle.remove()
+            moment.all_reduce()
             _round_layer(layer, moment.matrix.to(layer.weight.device))
+    return [name for name, _ in layers]
+
+
+def _rounded_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, QUANT_LAYERS) and supports_error_feedback(m)
+    ]
+
+
+def _cache(data: Iterable[Any], batches: int) -> list[Any]:
+    if batches < 1:
+        raise CalibrationError(f"error-feedback rounding needs batches >= 1, got {batches}")
+    cached = list(itertools.islice(data, batches))
+    if not cached:
+        raise CalibrationError("error-feedback rounding needs data; the loader yielded nothing")
+    return cached
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block, then back to its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
     finally:
         model.train(was_training)
-    return [name for name, _ in layers]
 
 
 def _round_layer(layer: nn.Module, hessian: Tensor) -> None:
