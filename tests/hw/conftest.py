@@ -21,6 +21,7 @@ def toy_device() -> Device:
         dsps=100,
         bram36=100,
         clock_mhz=100.0,
+        ddr_gb_per_s=1.0,
         dsp_packing={4: 2, 8: 1},
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,24 +30,40 @@ def test_bundled_devices_hold_the_published_counts() -> None:
 def test_every_figure_cites_a_source() -> None:
     for name in available_devices():
         device = load_device(name)
-        assert set(device.sources) == {"luts", "ffs", "dsps", "bram36", "clock_mhz", "dsp_packing"}
+        assert set(device.sources) == {
+            "luts",
+            "ffs",
+            "dsps",
+            "bram36",
+            "clock_mhz",
+            "ddr_gb_per_s",
+            "dsp_ports",
+        }
         assert all(len(source) > 10 for source in device.sources.values())
 
 
 def test_carry_segments_and_packing_follow_the_family() -> None:
     z7, zu = load_device("xc7z045"), load_device("xczu9eg")
     assert (z7.carry4, zu.carry4) == (218600 // 4, 274080 // 4)
-    assert [z7.macs_per_dsp(b) for b in (2, 4, 5, 8)] == [2, 2, 1, 1]
-    assert [zu.macs_per_dsp(b) for b in (4, 8)] == [2, 2]
+    # Derived from the port widths: two fields fit 4-bit weights at 4-bit activations (21
+    # bits apart in the 25-bit DSP48E1 pre-adder), not at 8-bit ones, nor 8-bit weights.
+    assert [z7.macs_per_dsp(b, 4) for b in (2, 4, 5, 8)] == [2, 2, 1, 1]
+    assert [z7.macs_per_dsp(b, 8) for b in (2, 3, 4, 8)] == [2, 1, 1, 1]
+    # The DSP48E2's 27-bit pre-adder fits 3-bit weights at 8-bit activations (24 + 3 bits).
+    assert [zu.macs_per_dsp(b, 8) for b in (3, 4, 8)] == [2, 1, 1]
+    fixed = dataclasses.replace(z7, dsp_packing={4: 2, 8: 1})  # a file's what-if packing
+    assert fixed.macs_per_dsp(4, 8) == 2
     with pytest.raises(DeviceError, match="no DSP packing for 9-bit"):
-        z7.macs_per_dsp(9)
+        fixed.macs_per_dsp(9, 4)
 
 
 def _xc7z020() -> dict:
     return yaml.safe_load((DEVICES_DIR / "xc7z020.yaml").read_text())
 
 
-@pytest.mark.parametrize("field", ["luts", "ffs", "dsps", "bram36", "clock_mhz", "dsp_packing"])
+@pytest.mark.parametrize(
+    "field", ["luts", "ffs", "dsps", "bram36", "clock_mhz", "ddr_gb_per_s", "dsp_ports"]
+)
 def test_a_missing_resource_is_named(field: str) -> None:
     data = _xc7z020()
     del data[field]
@@ -72,8 +89,20 @@ def test_negative_clock_and_missing_source_and_bad_packing() -> None:
     with pytest.raises(DeviceError, match="'luts' has no source"):
         device_from_dict(data)
     data = _xc7z020()
-    data["dsp_packing"]["value"] = {4: 0}
+    data["dsp_packing"] = {"value": {4: 0}, "source": "a what-if for this test"}
     with pytest.raises(DeviceError, match="dsp_packing"):
+        device_from_dict(data)
+    data = _xc7z020()
+    data["dsp_ports"]["value"] = {"preadd_bits": 25, "multiplier_bits": 18}
+    with pytest.raises(DeviceError, match="'dsp_ports' must give exactly"):
+        device_from_dict(data)
+    data = _xc7z020()
+    data["dsp_ports"]["value"]["preadd_bits"] = 1
+    with pytest.raises(DeviceError, match="'dsp_ports': DSP port width preadd_bits"):
+        device_from_dict(data)
+    data = _xc7z020()
+    data["ddr_gb_per_s"]["value"] = 0
+    with pytest.raises(DeviceError, match="'ddr_gb_per_s' must be positive"):
         device_from_dict(data)
     data = _xc7z020()
     data["luts"] = 53200  # a bare number, no source

@@ -49,8 +49,12 @@ def test_fpga_table_by_hand(toy_device: Device, toy_units: UnitCostTable) -> Non
 
 
 def test_fpga_table_on_a_real_device() -> None:
-    table = fpga_latency_table(FpgaCostModel("xc7z045"), SHAPES, ["fixed-4", "fixed-8"])
-    # 7-series packs two 4-bit weights per DSP48E1 and one 8-bit weight, on 900 slices.
+    model = FpgaCostModel("xc7z045")
+    table = fpga_latency_table(model, SHAPES, ["fixed-4", "fixed-8"], act_bits=4)
+    # 7-series packs two 4-bit weights per DSP48E1 at 4-bit activations and one 8-bit
+    # weight, on 900 slices; at 8-bit activations two 4-bit fields no longer fit.
     macs = SHAPES["conv"].macs
     assert table.get("conv", "fixed-4") == math.ceil(macs / 1800)
     assert table.get("conv", "fixed-8") == math.ceil(macs / 900)
+    table8 = fpga_latency_table(model, SHAPES, ["fixed-4"], act_bits=8)
+    assert table8.get("conv", "fixed-4") == math.ceil(macs / 900)

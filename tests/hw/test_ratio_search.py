@@ -54,8 +54,8 @@ def test_search_equals_the_analytical_optimum(device: str, budget: float, act_bi
     # U: the SP2 units that fit in whichever fabric resource runs out first.
     lut_units = min(getattr(fabric, r) / getattr(unit, r) for r in ("luts", "ffs", "carry"))
     high_share = (budget - 4) / 4
-    low_macs = slices * model.device.macs_per_dsp(4)
-    high_macs = slices * model.device.macs_per_dsp(8)
+    low_macs = slices * model.device.macs_per_dsp(4, act_bits)
+    high_macs = slices * model.device.macs_per_dsp(8, act_bits)
     expected = balanced_lut_share(lut_units, low_macs, high_macs, high_share)
     best = derive_ratio(model, CANDIDATES, budget, act_bits=act_bits)
     assert best.ratio.to_dict()["sp2-4"] == pytest.approx(expected, abs=1e-7)

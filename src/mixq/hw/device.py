@@ -2,7 +2,9 @@
 
 A device file (``devices/<name>.yaml`` beside this module, or any path) gives every figure
 as ``{value, source}``. Loading checks that each is present and positive and names the
-file and field when one is not.
+file and field when one is not. The DSP packing is derived from the slice's port widths
+(:mod:`mixq.hw.packing`); a file may instead fix it with ``dsp_packing`` (weight bits ->
+MACs per slice), for what-if studies.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 import yaml
 
 from mixq.errors import DeviceError
+from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
 
 DEVICES_DIR = Path(__file__).resolve().parent / "devices"
 
 # Figures every device file holds, and whether each must be an integer.
 _COUNTS = ("luts", "ffs", "dsps", "bram36")
-_REALS = ("clock_mhz",)
+_REALS = ("clock_mhz", "ddr_gb_per_s")
 _TEXT = ("name", "family", "synthesis_family")
 _SYNTHESIS_FAMILIES = ("xc7", "xcup")
 
@@ -31,8 +34,10 @@ class Device:
     """One FPGA part, as the cost model needs it.
 
     >>> d = load_device("xc7z020")
-    >>> d.luts, d.dsps, d.bram36, d.carry4, d.macs_per_dsp(4), d.macs_per_dsp(8)
-    (53200, 220, 140, 13300, 2, 1)
+    >>> d.luts, d.dsps, d.bram36, d.carry4, d.ddr_gb_per_s
+    (53200, 220, 140, 13300, 4.26)
+    >>> d.macs_per_dsp(4, act_bits=4), d.macs_per_dsp(4, act_bits=8), d.macs_per_dsp(8, 8)
+    (2, 1, 1)
     """
 
     name: str
@@ -43,7 +48,10 @@ class Device:
     dsps: int  # DSP48 slices
     bram36: int  # 36 Kb block RAMs
     clock_mhz: float  # the MAC arrays' clock
-    dsp_packing: Mapping[int, int]  # weight bits up to the key -> MACs per DSP per cycle
+    ddr_gb_per_s: float  # off-chip memory bandwidth of the board, peak
+    dsp_ports: DspPorts = DSP48E1  # widths the packing rule reads
+    # Fixed packing (weight bits up to the key -> MACs per slice), overriding the rule.
+    dsp_packing: Mapping[int, int] | None = None
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> where it comes from
 
     @property
@@ -56,8 +64,15 @@ class Device:
     def bram_bits(self) -> int:
         return self.bram36 * 36 * 1024
 
-    def macs_per_dsp(self, weight_bits: int) -> int:
-        """MACs one DSP slice does per cycle for weights of ``weight_bits`` (packing)."""
+    @property
+    def ddr_bytes_per_s(self) -> float:
+        return self.ddr_gb_per_s * 1e9
+
+    def macs_per_dsp(self, weight_bits: int, act_bits: int) -> int:
+        """MACs one DSP slice does per cycle for ``weight_bits`` weights times ``act_bits``
+        activations: :func:`mixq.hw.packing.dsp_packing`, unless the file fixes it."""
+        if self.dsp_packing is None:
+            return dsp_packing(self.dsp_ports, weight_bits, act_bits).macs
         for bits in sorted(self.dsp_packing):
             if weight_bits <= bits:
                 return self.dsp_packing[bits]
@@ -76,7 +91,13 @@ class Device:
             "dsps": self.dsps,
             "bram36": self.bram36,
             "clock_mhz": self.clock_mhz,
-            "dsp_packing": {str(k): v for k, v in self.dsp_packing.items()},
+            "ddr_gb_per_s": self.ddr_gb_per_s,
+            "dsp_ports": self.dsp_ports.to_dict(),
+            "dsp_packing": (
+                None
+                if self.dsp_packing is None
+                else {str(k): v for k, v in self.dsp_packing.items()}
+            ),
         }
 
 
@@ -115,8 +136,9 @@ def device_from_dict(data: Any, origin: str = "device") -> Device:
     sources: dict[str, str] = {}
     counts = {key: int(_figure(data, key, origin, sources, integer=True)) for key in _COUNTS}
     reals = {key: float(_figure(data, key, origin, sources, integer=False)) for key in _REALS}
-    packing = _packing(data, origin, sources)
-    return Device(**texts, **counts, **reals, dsp_packing=packing, sources=sources)
+    ports = _ports(data, origin, sources)
+    packing = _packing(data, origin, sources) if "dsp_packing" in data else None
+    return Device(**texts, **counts, **reals, dsp_ports=ports, dsp_packing=packing, sources=sources)
 
 
 def _text(data: Mapping[str, Any], key: str, origin: str) -> str:
@@ -150,6 +172,17 @@ def _figure(
     if value <= 0:
         raise DeviceError(f"{origin}: {key!r} must be positive, got {value!r}")
     return value
+
+
+def _ports(data: Mapping[str, Any], origin: str, sources: dict[str, str]) -> DspPorts:
+    value = _entry(data, "dsp_ports", origin, sources)
+    names = ("preadd_bits", "multiplier_bits", "accumulator_bits")
+    if not isinstance(value, Mapping) or set(value) != set(names):
+        raise DeviceError(f"{origin}: 'dsp_ports' must give exactly {', '.join(names)}")
+    try:
+        return DspPorts(**{name: value[name] for name in names})
+    except DeviceError as exc:
+        raise DeviceError(f"{origin}: 'dsp_ports': {exc}") from None
 
 
 def _packing(data: Mapping[str, Any], origin: str, sources: dict[str, str]) -> dict[int, int]:

@@ -12,10 +12,17 @@ units that work at the same time on different rows of a layer:
   (:mod:`mixq.hw.synthesis`) so that the LUTs, flip-flops and carry cells the arrays may
   take (``lut_share`` of the device) are filled in proportion to the plan's MACs.
 
-One configuration serves every layer: a layer's cycles are those of the slower array, so a
-layer whose ratio differs from the model-wide one leaves part of the hardware idle. Work
-is taken to tile perfectly (every unit busy while its array has work); block RAM is
-reported per layer (weights, input and output at once) but does not limit speed.
+One configuration serves every layer: a layer's compute cycles are those of the slower
+array, so a layer whose ratio differs from the model-wide one leaves part of the hardware
+idle. Work is taken to tile perfectly (every unit busy while its array has work).
+
+Off-chip memory: when the model's weights (with the largest layer's activations) do not
+fit in block RAM, every layer streams its weights from DDR for every sample (batch 1),
+and a layer whose input and output do not fit streams those too; a layer then takes
+``max(compute, transfer)`` cycles, transfer at the board's peak DDR bandwidth.
+
+Every design choice that is not a device fact is a field of :class:`AcceleratorConfig`
+and is listed, with its plausible range, by :func:`assumptions`.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from dataclasses import dataclass, replace
 from mixq.errors import HardwareCostError
 from mixq.hw.cost import compute_layer_cost, unplanned
 from mixq.hw.device import Device, load_device
+from mixq.hw.packed_mac import PackedMac
 from mixq.hw.report import CostReport, FpgaDesign, LayerCost, Resources
-from mixq.hw.synthesis import UnitCostTable, load_unit_costs
+from mixq.hw.synthesis import CellCounts, UnitCostTable, load_unit_costs
 from mixq.hw.units import MacUnit
 from mixq.hw.workload import LayerWork, layer_work
 from mixq.plan import LayerShape, Plan
@@ -48,12 +56,26 @@ class AcceleratorConfig:
     lut_share: float = 0.7
     dsp_share: float = 1.0  # share of DSP slices in the DSP array
     dsp_schemes: tuple[Scheme, ...] = (Scheme.FIXED,)  # schemes that need multipliers
+    # The LUT array's clock over the DSP array's (1: one clock for both designs).
+    lut_clock_ratio: float = 1.0
+    # LUTs per MAC lane (each LUT unit, each MAC of a DSP slice) for control, weight
+    # delivery and requantisation, beyond the measured MAC itself (0: none).
+    lane_overhead_luts: float = 0.0
+    offchip_memory: bool = True  # model DDR traffic (False: compute only)
 
     def __post_init__(self) -> None:
         for name in ("lut_share", "dsp_share"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise HardwareCostError(f"{name} must lie in (0, 1], got {value!r}")
+        if not 0 < self.lut_clock_ratio <= 4:
+            raise HardwareCostError(
+                f"lut_clock_ratio must lie in (0, 4], got {self.lut_clock_ratio!r}"
+            )
+        if not 0 <= self.lane_overhead_luts < 1000:
+            raise HardwareCostError(
+                f"lane_overhead_luts must lie in [0, 1000), got {self.lane_overhead_luts!r}"
+            )
         object.__setattr__(self, "dsp_schemes", tuple(Scheme(s) for s in self.dsp_schemes))
 
 
@@ -67,11 +89,12 @@ class FpgaCostModel:
     >>> design = report.design
     >>> design.dsp_macs_per_cycle, design.used.dsps
     ({'fixed-4': 440}, 220)
-    >>> design.lut_units  # 70% of the carry chain, 8 CARRY4s per SP2-4 unit
-    {'sp2-4': 1163}
-    >>> layer = report.layers[0]  # 50,000 MACs each way: 440 per cycle on DSPs, 1163 on LUTs
+    >>> # 70% of the carry chain less 7 CARRY4s of packed readout per slice, 8 per SP2-4 unit
+    >>> design.lut_units, (13300 * 7 // 10 - 220 * 7) // 8
+    ({'sp2-4': 971}, 971)
+    >>> layer = report.layers[0]  # 50,000 MACs each way: 440 per cycle on DSPs, 971 on LUTs
     >>> layer.dsp_cycles, layer.lut_cycles, layer.cycles
-    (114, 43, 114)
+    (114, 52, 114)
     """
 
     name = "fpga"
@@ -94,11 +117,15 @@ class FpgaCostModel:
         """What one LUT-array unit of ``candidate`` takes (measured, ``-nodsp``)."""
         unit = MacUnit(candidate, act_bits)
         counts = self.units.get(unit, self.device.synthesis_family, "lut").counts
-        return Resources(luts=counts.luts, ffs=counts.ffs, carry=counts.carry)
+        lane = self.config.lane_overhead_luts
+        return Resources(luts=counts.luts + lane, ffs=counts.ffs, carry=counts.carry)
 
     def dsp_overhead(self, candidates: Sequence[Candidate], act_bits: int) -> Resources:
-        """Fabric each DSP slice needs beside it: the most any of ``candidates``' measured
-        DSP-mapped units needs per slice (zero when the accumulator fits in the slice).
+        """Fabric each DSP slice needs beside it: the most any of ``candidates`` needs per
+        slice. A packed slice (two MACs) needs its measured readout
+        (:mod:`mixq.hw.packed_mac`: the high field's sign correction); an unpacked one what
+        its measured DSP-mapped unit needs (zero when the accumulator fits in the slice);
+        each MAC lane adds ``lane_overhead_luts``.
 
         Measured for 7-series whatever the device: Yosys 0.23 puts the accumulator in a
         DSP48E1's P register but not in a DSP48E2's, although the DSP48E2 has the same
@@ -108,15 +135,38 @@ class FpgaCostModel:
         """
         overhead = Resources()
         for candidate in candidates:
-            unit = MacUnit(candidate, act_bits)
-            counts = self.units.get(unit, DSP_FABRIC_FAMILY, "dsp").counts
-            if counts.dsps:
-                overhead = Resources(
-                    luts=max(overhead.luts, counts.luts / counts.dsps),
-                    ffs=max(overhead.ffs, counts.ffs / counts.dsps),
-                    carry=max(overhead.carry, counts.carry / counts.dsps),
-                )
+            lanes = self.device.macs_per_dsp(candidate.bits, act_bits)
+            if lanes > 1:
+                counts = self._packed_readout(candidate, act_bits)
+            else:
+                counts = self.units.get(
+                    MacUnit(candidate, act_bits), DSP_FABRIC_FAMILY, "dsp"
+                ).counts
+            per_slice = max(counts.dsps, 1)
+            overhead = Resources(
+                luts=max(
+                    overhead.luts,
+                    counts.luts / per_slice + lanes * self.config.lane_overhead_luts,
+                ),
+                ffs=max(overhead.ffs, counts.ffs / per_slice),
+                carry=max(overhead.carry, counts.carry / per_slice),
+            )
         return overhead
+
+    def _packed_readout(self, candidate: Candidate, act_bits: int) -> CellCounts:
+        packed = self.units.packed
+        key = PackedMac(candidate.bits, act_bits).key
+        if key in packed:
+            return packed[key]
+        if self.device.dsp_packing is not None:
+            # A packing the device file fixes (a what-if) borrows the widest measured
+            # readout, or none if the table measured none (hand-made tables).
+            widest = max(packed.values(), key=lambda c: (c.carry, c.luts), default=None)
+            return widest or CellCounts.from_cells({"DSP48E1": 1})
+        raise HardwareCostError(
+            f"no packed-MAC measurement for {key} (have {', '.join(sorted(packed))}); "
+            "run python hardware/packed_mac.py"
+        )
 
     def dsp_slices(self) -> int:
         return math.floor(self.device.dsps * self.config.dsp_share)
@@ -139,7 +189,12 @@ class FpgaCostModel:
             for candidate in work.rows:
                 macs[candidate] = macs.get(candidate, 0) + work.candidate_macs(candidate)
                 act_bits[candidate] = max(act_bits.get(candidate, 0), work.act_bits)
-        return self.design_for(macs, act_bits, max((_bram36(w) for w in works), default=0))
+        largest = max((_activation_bits(w) for w in works), default=0)
+        on_chip = sum(w.weight_bits for w in works) + largest <= self.device.bram_bits
+        return replace(
+            self.design_for(macs, act_bits, max((_bram36(w) for w in works), default=0)),
+            weights_on_chip=on_chip,
+        )
 
     def design_for(
         self,
@@ -152,7 +207,8 @@ class FpgaCostModel:
         on_dsp = [c for c in macs if self.on_dsp(c)]
         on_lut = [c for c in macs if not self.on_dsp(c) and macs[c] > 0]
         slices = self.dsp_slices() if on_dsp else 0
-        overhead = self.dsp_overhead(on_dsp, max((act_bits[c] for c in on_dsp), default=1))
+        dsp_act_bits = max((act_bits[c] for c in on_dsp), default=1)
+        overhead = self.dsp_overhead(on_dsp, dsp_act_bits)
         units = self._lut_units(on_lut, macs, act_bits, self.fabric_budget(overhead, slices))
         lut_array = [
             _times(self.lut_unit(c, act_bits[c]), n) for c, n in zip(on_lut, units, strict=True)
@@ -162,7 +218,9 @@ class FpgaCostModel:
         return FpgaDesign(
             device=self.device.name,
             clock_mhz=self.device.clock_mhz,
-            dsp_macs_per_cycle={str(c): slices * self.device.macs_per_dsp(c.bits) for c in on_dsp},
+            dsp_macs_per_cycle={
+                str(c): slices * self.device.macs_per_dsp(c.bits, dsp_act_bits) for c in on_dsp
+            },
             lut_units={str(c): u for c, u in zip(on_lut, units, strict=True)},
             unit_act_bits={str(c): act_bits[c] for c in macs},
             used=used,
@@ -175,6 +233,12 @@ class FpgaCostModel:
             ),
             lut_share=self.config.lut_share,
             dsp_share=self.config.dsp_share,
+            lut_clock_ratio=self.config.lut_clock_ratio,
+            ddr_bytes_per_cycle=(
+                self.device.ddr_bytes_per_s / (self.device.clock_mhz * 1e6)
+                if self.config.offchip_memory
+                else None
+            ),
         )
 
     def _lut_units(
@@ -212,10 +276,16 @@ class FpgaCostModel:
             if key in design.dsp_macs_per_cycle:
                 dsp_cycles += math.ceil(macs / design.dsp_macs_per_cycle[key])
             elif key in design.lut_units:
-                lut_cycles = max(lut_cycles, math.ceil(macs / design.lut_units[key]))
+                rate = design.lut_units[key] * design.lut_clock_ratio
+                lut_cycles = max(lut_cycles, math.ceil(macs / rate))
             else:
                 raise HardwareCostError(f"the design has no units for {key} (layer {work.name})")
-        cycles = max(dsp_cycles, lut_cycles)
+        compute = max(dsp_cycles, lut_cycles)
+        traffic = ddr_bytes(work, design, self.device.bram_bits)
+        transfer = (
+            math.ceil(traffic / design.ddr_bytes_per_cycle) if design.ddr_bytes_per_cycle else 0
+        )
+        cycles = max(compute, transfer)
         return replace(
             compute_layer_cost(work),
             cycles=cycles,
@@ -223,6 +293,9 @@ class FpgaCostModel:
             lut_cycles=lut_cycles,
             latency_s=cycles / (design.clock_mhz * 1e6),
             bram36=_bram36(work),
+            compute_cycles=compute,
+            transfer_cycles=transfer if design.ddr_bytes_per_cycle else None,
+            ddr_bytes=traffic if design.ddr_bytes_per_cycle else None,
         )
 
     def cost(
@@ -251,6 +324,21 @@ def _times(resources: Resources, count: float) -> Resources:
 
 def _total(parts: Sequence[Resources]) -> Resources:
     return Resources(**{k: sum(getattr(p, k) for p in parts) for k in Resources().to_dict()})
+
+
+def _activation_bits(work: LayerWork) -> int:
+    shape = work.shape
+    return (shape.input_elements + shape.output_elements) * work.act_bits
+
+
+def ddr_bytes(work: LayerWork, design: FpgaDesign, bram_bits: int) -> int:
+    """Off-chip bytes per sample: the weights unless the design keeps every layer's on
+    chip, and the input and output if they do not fit in block RAM beside the weights."""
+    weights = 0 if design.weights_on_chip else work.weight_bits
+    resident = work.weight_bits if design.weights_on_chip else 0
+    acts = _activation_bits(work)
+    moved = weights + (acts if acts + resident > bram_bits else 0)
+    return math.ceil(moved / 8)
 
 
 def _bram36(work: LayerWork) -> int:

@@ -11,11 +11,9 @@ shows the overflow (the old "11 bits apart" rule fails after 9 products).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +24,6 @@ from mixq.hw.synthesis import CellCounts, parse_yosys_stat
 from mixq.hw.units import ACC_GUARD_BITS
 
 MODULE = "packed_mac"
-PACKED_SYNTHESIS = Path(__file__).resolve().parent / "packed_mac_synthesis.json"
 
 
 @dataclass(frozen=True)
@@ -245,16 +242,3 @@ def measure_readout(unit: PackedMac, source: Path, workdir: Path) -> CellCounts:
     copy = workdir / source.name
     copy.write_text(source.read_text())
     return parse_yosys_stat(synthesise(unit, copy).read_text())
-
-
-def load_packed_costs(path: str | Path | None = None) -> dict[str, CellCounts]:
-    """The committed measurement: packed unit key -> cells (written by
-    ``hardware/packed_mac.py``)."""
-    path = Path(path or PACKED_SYNTHESIS)
-    if not path.is_file():
-        raise HardwareCostError(f"packed MAC synthesis table not found: {path}")
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return {u["unit"]: CellCounts.from_cells(u["cells"]) for u in data["units"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise HardwareCostError(f"malformed packed MAC table {path}: {exc}") from None

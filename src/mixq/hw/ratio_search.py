@@ -203,7 +203,7 @@ def _load_matrix(
     if on_dsp:
         rows["dsps"] = np.array(
             [
-                1.0 / (slices * model.device.macs_per_dsp(c.bits)) if c in on_dsp else 0.0
+                1.0 / (slices * model.device.macs_per_dsp(c.bits, act_bits)) if c in on_dsp else 0.0
                 for c in candidates
             ]
         )
@@ -218,5 +218,6 @@ def _load_matrix(
         if need.any():
             if room <= 0:
                 raise HardwareCostError(f"{model.device.name}: no {resource} left for LUT units")
-            rows[resource] = need / room
+            # A LUT array on a faster (slower) clock does more (fewer) MACs per DSP cycle.
+            rows[resource] = need / room / model.config.lut_clock_ratio
     return rows

@@ -30,11 +30,14 @@ class LayerCost:
     macs: int
     weight_bits: int  # every weight at its row's bits
     bops: int  # MACs x weight bits x activation bits
-    cycles: int | None = None  # the slower array's cycles
+    cycles: int | None = None  # max(compute_cycles, transfer_cycles)
     dsp_cycles: int | None = None  # cycles the DSP array is busy
     lut_cycles: int | None = None  # cycles the LUT array is busy
     latency_s: float | None = None  # cycles / clock
     bram36: int | None = None  # 36 Kb blocks for the layer's weights, input and output
+    compute_cycles: int | None = None  # the slower array's cycles
+    transfer_cycles: int | None = None  # cycles to move ddr_bytes at the board's bandwidth
+    ddr_bytes: int | None = None  # off-chip traffic per sample: what does not stay on chip
 
     @property
     def eq_bits(self) -> float:
@@ -83,6 +86,10 @@ class FpgaDesign:
     available: Resources  # on the device
     lut_share: float  # share of LUTs, FFs and carry cells the MAC arrays may take
     dsp_share: float  # share of DSPs the DSP array takes
+    lut_clock_ratio: float = 1.0  # LUT array's clock over the DSP array's
+    weights_on_chip: bool = True  # every layer's weights (and the largest layer's
+    # activations) fit in block RAM, so only activations that do not fit go off chip
+    ddr_bytes_per_cycle: float | None = None  # None: off-chip memory not modelled
 
     @property
     def peak_macs_per_cycle(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,9 @@ from mixq.io import atomic_write_text
 UnitMapping = Literal["dsp", "lut"]
 
 SYNTHESIS_RESULTS = Path(__file__).resolve().parent / "synthesis_results.json"
+# Packed DSP slices (two MACs each), by key such as "packed-fixed-4/a4": the DSP48E1 and
+# the readout fabric beside it (hardware/packed_mac.py writes it).
+PACKED_SYNTHESIS = Path(__file__).resolve().parent / "packed_mac_synthesis.json"
 
 # Cells that are not part of a unit's logic: I/O pads and clock buffers that synthesis adds
 # at a top level (the script passes -noiopad; these only appear in other flows' reports).
@@ -134,6 +137,7 @@ class UnitCostTable:
     costs: tuple[UnitCost, ...]
     tool: str  # the synthesis tool and version
     command: str = ""  # the command that regenerates the table
+    packed: Mapping[str, CellCounts] = field(default_factory=dict)  # packed DSP slices
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "costs", tuple(self.costs))
@@ -191,8 +195,22 @@ class UnitCostTable:
 
 
 def load_unit_costs(path: str | Path | None = None) -> UnitCostTable:
-    """The committed synthesis table (or the one at ``path``)."""
-    return UnitCostTable.load(path or SYNTHESIS_RESULTS)
+    """The committed synthesis table (or the one at ``path``), with the committed packed
+    DSP slices."""
+    table = UnitCostTable.load(path or SYNTHESIS_RESULTS)
+    return replace(table, packed=load_packed_costs())
+
+
+def load_packed_costs(path: str | Path | None = None) -> dict[str, CellCounts]:
+    """Packed DSP slices: key -> cells (``hardware/packed_mac.py`` writes the table)."""
+    path = Path(path or PACKED_SYNTHESIS)
+    if not path.is_file():
+        raise HardwareCostError(f"packed MAC synthesis table not found: {path}")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return {u["unit"]: CellCounts.from_cells(u["cells"]) for u in data["units"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise HardwareCostError(f"malformed packed MAC table {path}: {exc}") from None
 
 
 def merge(costs: Iterable[UnitCost], tool: str, command: str) -> UnitCostTable:
