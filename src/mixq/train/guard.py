@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mixq.errors import NonFiniteWeightError, TrainingDivergedError
+from mixq.checkpoint import require_finite_state
+from mixq.errors import TrainingDivergedError
 
 
 def check_finite_step(loss: Tensor, params: Sequence[Tensor], epoch: int, step: int) -> float:
@@ -40,8 +41,6 @@ def check_finite_step(loss: Tensor, params: Sequence[Tensor], epoch: int, step: 
 
 
 def require_finite_model(model: nn.Module, destination: str) -> None:
-    """Refuse to save a model with a NaN or Inf in any floating-point tensor of its state."""
-    for name, tensor in model.state_dict().items():
-        floating = torch.is_tensor(tensor) and tensor.is_floating_point()
-        if floating and not bool(torch.isfinite(tensor).all()):
-            raise NonFiniteWeightError(f"not saving {destination}: {name} holds NaN or Inf values")
+    """Refuse to save a model with a NaN or Inf in any floating-point tensor of its state
+    (the same check :func:`mixq.save_quantized` makes)."""
+    require_finite_state(model.state_dict(), destination)
