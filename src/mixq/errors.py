@@ -120,3 +120,8 @@ class UncheckedCheckpointWarning(UserWarning):
 class OutputError(MixqError, OSError):
     """A destination that cannot be written: a read-only or missing folder, a file where a
     folder is expected, no permission, a full disk, or the very file a command reads."""
+
+
+class FastEngineUnavailableError(MixqError, ImportError):
+    """The fused C++ integer kernels cannot be built or loaded here (no C++ compiler, no
+    ninja, a failed build); the reference and int8 engines still run."""
