@@ -496,7 +496,13 @@ def _preserves_levels(node: fx.Node, module: nn.Module | None) -> bool:
         kinds = (*CLAMP_MODULES, *SHAPE_MODULES, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
         return isinstance(module, kinds)
     if node.op == "call_function":
-        functions = (*RELU_FUNCTIONS, *RELU6_FUNCTIONS, *CLAMP_FUNCTIONS, *SHAPE_FUNCTIONS)
+        functions = (
+            *RELU_FUNCTIONS,
+            *RELU6_FUNCTIONS,
+            *CLAMP_FUNCTIONS,
+            *SHAPE_FUNCTIONS,
+            *CAT_FUNCTIONS,
+        )
         return node.target in functions or node.target in (F.pad, F.adaptive_avg_pool2d)
     return node.op == "call_method" and (
         node.target in SHAPE_METHODS or node.target in CLAMP_METHODS

@@ -43,9 +43,9 @@ CLAMP_METHODS = frozenset({"relu", "clamp", "clip"})
 
 def is_global(size: Any) -> bool:
     """Whether an adaptive pooling output size is ``1`` or ``(1, 1)`` (global pooling)."""
-    if size is None:
-        return False
-    return size == 1 or tuple(size) == (1, 1)
+    if size is None or isinstance(size, int):
+        return size == 1
+    return tuple(size) in ((1,), (1, 1))
 
 
 def is_zero_pad(node: fx.Node) -> bool:
