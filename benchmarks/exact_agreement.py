@@ -56,14 +56,16 @@ def main() -> None:
             for act_bits in args.act_bits:
                 rows.append(_row(model, name, preset, act_bits, calib, test, args))
                 print(rows[-1], flush=True)
-    settings = {
-        "images": sum(len(y) for _, y in test),
-        "reference_images": args.reference_images,
-        "calibration_images": args.calib_images,
-        "first_last": "fixed-8",
-        "load_avg": os.getloadavg(),
-    }
-    print(f"wrote {write_result('exact_agreement', settings, rows, args.output)}")
+                # Written after every row, so a long run leaves what it measured.
+                settings = {
+                    "images": sum(len(y) for _, y in test),
+                    "reference_images": args.reference_images,
+                    "calibration_images": args.calib_images,
+                    "first_last": "fixed-8",
+                    "load_avg": os.getloadavg(),
+                }
+                path = write_result("exact_agreement", settings, rows, args.output)
+    print(f"wrote {path}")
 
 
 @torch.no_grad()
