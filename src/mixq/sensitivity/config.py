@@ -34,6 +34,10 @@ class HutchinsonConfig:
     # "model": one product probes every layer at once: cheaper per round, noisier per layer.
     probe_scope: ProbeScope = "layer"
     hvp_mode: HvpMode = "forward-over-reverse"  # jvp of grad; or double backprop
+    # Probes computed together in one vectorised product (torch.func.vmap). Samples are
+    # still added one at a time under the stopping rule, so the estimate is the same
+    # estimator; a layer's last product may compute a few probes that are then unused.
+    probes_per_product: int = 8
     fold_bn: bool = True  # w.r.t. BN-folded weights, which is what the quantiser sees
     seed: int = 0  # seeds the probes
 
@@ -46,6 +50,10 @@ class HutchinsonConfig:
             raise SensitivityError(
                 f"need 2 <= min_probes <= max_probes, got min_probes={self.min_probes}, "
                 f"max_probes={self.max_probes} (a standard error needs two probes)"
+            )
+        if self.probes_per_product < 1:
+            raise SensitivityError(
+                f"probes_per_product must be >= 1, got {self.probes_per_product}"
             )
         if self.batches_per_probe < 1:
             raise SensitivityError(f"batches_per_probe must be >= 1, got {self.batches_per_probe}")

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,8 +34,9 @@ from mixq.convert import quantizable_layer_names
 from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
+from mixq.sensitivity.distributed import ProbeShare as _ProbeShare
 from mixq.sensitivity.folded import folded_float_copy
-from mixq.sensitivity.hvp import Hvp, LossFn, Weights, make_hvp
+from mixq.sensitivity.hvp import BatchedHvp, LossFn, Weights, make_batched_hvp
 from mixq.sensitivity.moments import RowSampleStats
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
 from mixq.shapes import measure_layer_shapes
@@ -76,22 +76,27 @@ def hutchinson_traces(
     stream = itertools.chain([first], stream)
     shapes = measure_layer_shapes(target, first)
     stats = {n: RowSampleStats(weights[n].shape[0]) for n in names}
-    hvp = make_hvp(target, loss_fn, config.hvp_mode)
+    hvps = make_batched_hvp(target, loss_fn, config.hvp_mode)
     generator = torch.Generator().manual_seed(config.seed)
     groups = [[n] for n in names] if config.probe_scope == "layer" else [names]
+    share = _ProbeShare.current()
     hvp_count = samples = 0
     bar = tqdm(
         total=config.max_probes * len(groups), desc="hessian", disable=not progress, leave=False
     )
     try:
-        for _ in range(config.max_probes):
+        while True:
             open_groups = [g for g in groups if not all(stats[n].done(config) for n in g)]
             if not open_groups:
                 break
             for group in open_groups:
-                samples += _probe(hvp, weights, group, stats, stream, generator, config)
-                hvp_count += config.batches_per_probe
-                bar.update()
+                count = min(config.probes_per_product, config.max_probes - stats[group[0]].count)
+                added, seen = _probe(
+                    hvps, weights, group, stats, stream, generator, config, count, share
+                )
+                samples += seen
+                hvp_count += count * config.batches_per_probe
+                bar.update(added)
             worst = max(s.score(config) for s in stats.values())
             bar.set_postfix_str(f"{len(open_groups)} open, worst {config.stop_on} {worst:.1%}")
     finally:
@@ -112,22 +117,44 @@ def hutchinson_traces(
 
 
 def _probe(
-    hvp: Hvp,
+    hvps: BatchedHvp,
     weights: dict[str, Tensor],
     group: list[str],
     stats: dict[str, RowSampleStats],
     stream: Iterator[tuple[Tensor, Tensor]],
     generator: torch.Generator,
     config: HutchinsonConfig,
-) -> int:
-    """One Rademacher probe of the layers in ``group``; returns the samples it read."""
+    count: int,
+    share: _ProbeShare,
+) -> tuple[int, int]:
+    """``count`` Rademacher probes of the layers in ``group``, computed together; their
+    samples are added one by one while the group is still open. Returns (probes added,
+    samples those probes read)."""
     primal = {f"{n}.weight": weights[n] for n in group}
-    v = {key: _rademacher(w, generator) for key, w in primal.items()}
-    hv, seen = _averaged_hvp(hvp, primal, v, stream, config.batches_per_probe)
-    for name in group:
-        key = f"{name}.weight"
-        stats[name].add(_row_sums(v[key] * hv[key]))
-    return seen
+    probes = [{key: _rademacher(w, generator) for key, w in primal.items()} for _ in range(count)]
+    # Probe k reads the next batches_per_probe batches, as it would one probe at a time.
+    batches = [[next(stream) for _ in range(config.batches_per_probe)] for _ in range(count)]
+    mine = share.indices(count)
+    row_sums = torch.zeros(count, sum(stats[n].rows for n in group), dtype=torch.float64)
+    if mine:
+        hv = _averaged_hvps(hvps, primal, [probes[k] for k in mine], [batches[k] for k in mine])
+        for slot, k in enumerate(mine):
+            row_sums[k] = torch.cat(
+                [_row_sums(probes[k][f"{n}.weight"] * hv[f"{n}.weight"][slot]) for n in group]
+            )
+    share.combine(row_sums)
+    added = seen = 0
+    for k in range(count):
+        if all(stats[n].done(config) for n in group):
+            break
+        start = 0
+        for name in group:
+            rows = stats[name].rows
+            stats[name].add(row_sums[k, start : start + rows].numpy())
+            start += rows
+        added += 1
+        seen += sum(int(inputs.shape[0]) for inputs, _ in batches[k])
+    return added, seen
 
 
 def _rel_stderr(stats: RowSampleStats) -> float:
@@ -199,26 +226,43 @@ def _rademacher(like: Tensor, generator: torch.Generator) -> Tensor:
     return (signs * 2 - 1).to(device=like.device, dtype=like.dtype)
 
 
-def _averaged_hvp(
-    hvp: Hvp,
+def _averaged_hvps(
+    hvps: BatchedHvp,
     weights: Weights,
-    v: Weights,
-    stream: Iterator[tuple[Tensor, Tensor]],
-    batches: int,
-) -> tuple[Weights, int]:
-    """``Hv`` of the sample-weighted mean loss over the next ``batches`` batches."""
+    probes: list[Weights],
+    batches: list[list[tuple[Tensor, Tensor]]],
+) -> Weights:
+    """``Hv`` of probe k (on a leading axis) for the sample-weighted mean loss over its
+    batches ``batches[k]``."""
     total: Weights = {}
-    seen = 0
-    for _ in range(batches):
-        inputs, targets = next(stream)
-        size = int(inputs.shape[0])
-        hv = hvp(weights, v, inputs, targets)
-        for key, value in hv.items():
-            part = value.detach() * size
+    seen = torch.zeros(len(probes), dtype=torch.float64)
+    for step in range(len(batches[0])):
+        pairs = [probe_batches[step] for probe_batches in batches]
+        sizes = torch.tensor([float(x.shape[0]) for x, _ in pairs], dtype=torch.float64)
+        for key, value in _hvps_on(hvps, weights, probes, pairs).items():
+            part = value.detach() * sizes.to(value).view(-1, *[1] * (value.dim() - 1))
             total[key] = total[key] + part if key in total else part
-        seen += size
-    return {key: value / seen for key, value in total.items()}, seen
+        seen += sizes
+    return {k: v / seen.to(v).view(-1, *[1] * (v.dim() - 1)) for k, v in total.items()}
 
 
-def _row_sums(product: Tensor) -> np.ndarray:
-    return product.reshape(product.shape[0], -1).sum(dim=1).double().cpu().numpy()
+def _hvps_on(
+    hvps: BatchedHvp, weights: Weights, probes: list[Weights], pairs: list[tuple[Tensor, Tensor]]
+) -> Weights:
+    """Probe k's product on batch ``pairs[k]``, vectorised over the probes."""
+    vs = {key: torch.stack([p[key] for p in probes]) for key in weights}
+    first_x, first_y = pairs[0]
+    if all(x is first_x and y is first_y for x, y in pairs):  # one batch (a fixed set)
+        return hvps(weights, vs, first_x, first_y, True)
+    if all(x.shape == first_x.shape and y.shape == first_y.shape for x, y in pairs):
+        xs, ys = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+        return hvps(weights, vs, xs, ys, False)
+    parts = [  # batches of different sizes: one probe at a time
+        hvps(weights, {k: v[i : i + 1] for k, v in vs.items()}, x, y, True)
+        for i, (x, y) in enumerate(pairs)
+    ]
+    return {key: torch.cat([part[key] for part in parts]) for key in weights}
+
+
+def _row_sums(product: Tensor) -> Tensor:
+    return product.reshape(product.shape[0], -1).sum(dim=1).double().cpu()

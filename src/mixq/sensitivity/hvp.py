@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vjp
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from mixq.errors import SensitivityError
 from mixq.sensitivity.config import HVP_MODES, HvpMode
@@ -19,6 +19,9 @@ from mixq.sensitivity.config import HVP_MODES, HvpMode
 Weights = dict[str, Tensor]  # parameter name ("layer1.0.conv1.weight") -> tensor
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Hvp = Callable[[Weights, Weights, Tensor, Tensor], Weights]
+# hvps(weights, vs, inputs, targets, shared): vs hold K probes on a leading axis; inputs and
+# targets too (one batch per probe), unless ``shared`` (one batch for all K probes).
+BatchedHvp = Callable[[Weights, Weights, Tensor, Tensor, bool], Weights]
 
 
 def make_hvp(model: nn.Module, loss_fn: LossFn, mode: HvpMode = "forward-over-reverse") -> Hvp:
@@ -50,3 +53,35 @@ def make_hvp(model: nn.Module, loss_fn: LossFn, mode: HvpMode = "forward-over-re
         return pullback(v)[0]
 
     return forward_over_reverse if mode == "forward-over-reverse" else reverse_over_reverse
+
+
+def make_batched_hvp(
+    model: nn.Module, loss_fn: LossFn, mode: HvpMode = "forward-over-reverse"
+) -> BatchedHvp:
+    """``K`` Hessian-vector products in one vectorised call (``torch.func.vmap`` over the
+    probes): each probe's product is exactly what :func:`make_hvp` gives for it, but the
+    probes share kernels and, on one shared batch, the forward and backward of the primal.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1, bias=False)
+    >>> hvps = make_batched_hvp(net, lambda out, y: out.pow(2).sum())
+    >>> w = {"weight": torch.tensor([[1.0, 2.0]])}
+    >>> x = torch.tensor([[1.0, 3.0]])
+    >>> vs = {"weight": torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])}  # two probes
+    >>> hvps(w, vs, x, x, True)["weight"]  # H = 2 x^T x, one row per probe
+    tensor([[[ 2.,  6.]],
+    <BLANKLINE>
+            [[ 6., 18.]]])
+    """
+    single = make_hvp(model, loss_fn, mode)
+
+    def batched(
+        weights: Weights, vs: Weights, inputs: Tensor, targets: Tensor, shared: bool
+    ) -> Weights:
+        def one(v: Weights, x: Tensor, y: Tensor) -> Weights:
+            return single(weights, v, x, y)
+
+        in_dims = (0, None, None) if shared else (0, 0, 0)
+        return vmap(one, in_dims=in_dims)(vs, inputs, targets)
+
+    return batched

@@ -20,6 +20,7 @@ class RowSampleStats:
     """
 
     def __init__(self, rows: int) -> None:
+        self.rows = rows
         self.count = 0
         self._sum = np.zeros(rows)
         self._sumsq = np.zeros(rows)
