@@ -23,8 +23,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from mixq.hw.packed_mac import PACKED_SYNTHESIS, PackedMac, measure_readout, simulate_packed
+from mixq.hw.packed_mac import PackedMac, measure_readout, simulate_packed
 from mixq.hw.packing import DSP48E1, dsp_packing
+from mixq.hw.synthesis import PACKED_SYNTHESIS
 from mixq.io import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
