@@ -1,0 +1,48 @@
+// The fused integer layer of docs/integer.md ("Fused layer contract"), shared by the GEMM
+// kernels (gemm.cpp) and the torch-facing operators (ops.cpp).
+//
+//   acc[p, r] = sum_k W[r, k] * A[p, k]          A: uint8 im2col rows, W: int8 (int32 acc)
+//   t         = acc * M[r] + B[r] (+ R[p, r] * M_res)       int64
+//   y         = clamp(t >> c[r], lo, hi)          B already holds 2^(c-1) and the offset
+//                                                 correction of signed inputs
+#pragma once
+
+#include <cstdint>
+
+namespace mixq_fast {
+
+// Instruction sets, best first; a kernel can be forced to any one the CPU supports.
+enum Isa : int { kScalar = 0, kAvx2 = 1, kVnni = 2 };
+
+// Element types of activations, residuals and outputs (values are clamped into them).
+enum Dtype : int { kU8 = 0, kI8 = 1, kI16 = 2, kI32 = 3, kI64 = 4 };
+
+constexpr int kRowBlock = 16;  // weight rows per packed block (one 512-bit accumulator)
+
+// Requantisation of one GEMM's rows (one group of a grouped conv).
+struct Epilogue {
+  const int64_t* multiplier;  // [rows padded to kRowBlock]
+  const int64_t* bias;        // B + 2^(c-1) + correction, same length
+  const int64_t* shift;       // same length, each 0..62
+  int64_t low, high;
+  int64_t rows;               // valid rows (<= padded rows)
+  const void* residual;       // nullptr, or [pixels][residual_stride] of residual_dtype
+  int residual_dtype;
+  int64_t residual_stride;    // elements between pixels (the tensor's channel count)
+  int64_t residual_multiplier;
+  void* out;                  // [pixels][out_stride] of out_dtype, at this group's channel 0
+  int out_dtype;
+  int64_t out_stride;
+};
+
+// acc rows = A[pixels][lda] (k_padded bytes used, a multiple of 4) times the packed weights
+// ([row_blocks][k_padded / 4][16][4] int8); results go through the epilogue, pixel p of the
+// tile landing at out/residual row (first_pixel + p).
+void gemm_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t lda,
+                     int64_t k_padded, const int8_t* packed, int64_t row_blocks,
+                     const Epilogue& epilogue, int64_t first_pixel, int32_t* scratch);
+
+int best_isa();
+bool isa_supported(int isa);
+
+}  // namespace mixq_fast

@@ -1,0 +1,276 @@
+// u8 x s8 GEMM tiles with the fused requantisation, for three instruction sets chosen at
+// run time: AVX512-VNNI (vpdpbusd, epilogue on the accumulator registers), AVX2 (inputs
+// widened to int16 so vpmaddwd cannot saturate) and portable scalar code. Each function
+// carries its own target attribute, so one binary runs on every x86-64 CPU.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fused.h"
+
+namespace mixq_fast {
+
+namespace {
+
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// -- scalar epilogue (AVX2 and scalar paths) ----------------------------------------------
+
+inline int64_t load_level(const void* base, int dtype, int64_t index) {
+  switch (dtype) {
+    case kU8: return static_cast<const uint8_t*>(base)[index];
+    case kI8: return static_cast<const int8_t*>(base)[index];
+    case kI16: return static_cast<const int16_t*>(base)[index];
+    case kI32: return static_cast<const int32_t*>(base)[index];
+    default: return static_cast<const int64_t*>(base)[index];
+  }
+}
+
+inline void store_level(void* base, int dtype, int64_t index, int64_t value) {
+  switch (dtype) {
+    case kU8: static_cast<uint8_t*>(base)[index] = static_cast<uint8_t>(value); break;
+    case kI8: static_cast<int8_t*>(base)[index] = static_cast<int8_t>(value); break;
+    case kI16: static_cast<int16_t*>(base)[index] = static_cast<int16_t>(value); break;
+    case kI32: static_cast<int32_t*>(base)[index] = static_cast<int32_t>(value); break;
+    default: static_cast<int64_t*>(base)[index] = value; break;
+  }
+}
+
+void epilogue_scalar(const int32_t* acc, int64_t pixels, int64_t acc_stride, const Epilogue& e,
+                     int64_t first_pixel) {
+  for (int64_t p = 0; p < pixels; ++p) {
+    const int64_t pixel = first_pixel + p;
+    for (int64_t r = 0; r < e.rows; ++r) {
+      int64_t t = static_cast<int64_t>(acc[p * acc_stride + r]) * e.multiplier[r] + e.bias[r];
+      if (e.residual != nullptr) {
+        t += load_level(e.residual, e.residual_dtype, pixel * e.residual_stride + r) *
+             e.residual_multiplier;
+      }
+      const int64_t y = std::min(std::max(t >> e.shift[r], e.low), e.high);
+      store_level(e.out, e.out_dtype, pixel * e.out_stride + r, y);
+    }
+  }
+}
+
+// -- scalar GEMM --------------------------------------------------------------------------
+
+void gemm_scalar(const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
+                 const int8_t* packed, int64_t row_blocks, int32_t* acc) {
+  const int64_t groups = k_padded / 4, stride = row_blocks * kRowBlock;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const uint8_t* row = a + p * lda;
+    for (int64_t rb = 0; rb < row_blocks; ++rb) {
+      const int8_t* w = packed + rb * groups * kRowBlock * 4;
+      int32_t sums[kRowBlock] = {0};
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint8_t* x = row + g * 4;
+        const int8_t* wg = w + g * kRowBlock * 4;
+        for (int r = 0; r < kRowBlock; ++r) {
+          sums[r] += x[0] * wg[r * 4] + x[1] * wg[r * 4 + 1] + x[2] * wg[r * 4 + 2] +
+                     x[3] * wg[r * 4 + 3];
+        }
+      }
+      std::memcpy(acc + p * stride + rb * kRowBlock, sums, sizeof(sums));
+    }
+  }
+}
+
+// -- AVX2 GEMM: two pixels x 16 rows per step ---------------------------------------------
+
+__attribute__((target("avx2"))) void gemm_avx2(const uint8_t* a, int64_t pixels, int64_t lda,
+                                               int64_t k_padded, const int8_t* packed,
+                                               int64_t row_blocks, int32_t* acc) {
+  const int64_t groups = k_padded / 4, stride = row_blocks * kRowBlock;
+  // hadd leaves rows as [0 1 4 5 | 2 3 6 7]; this puts them back in order.
+  const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+  for (int64_t rb = 0; rb < row_blocks; ++rb) {
+    const int8_t* w = packed + rb * groups * kRowBlock * 4;
+    for (int64_t p = 0; p < pixels; p += 2) {
+      const int two = (p + 1 < pixels) ? 2 : 1;
+      // acc[pixel][quarter]: int32 lanes hold the two pair sums of each of 4 rows.
+      __m256i s[2][4];
+      for (int i = 0; i < 2; ++i)
+        for (int q = 0; q < 4; ++q) s[i][q] = _mm256_setzero_si256();
+      for (int64_t g = 0; g < groups; ++g) {
+        const int8_t* wg = w + g * kRowBlock * 4;
+        __m256i wq[4];
+        for (int q = 0; q < 4; ++q) {
+          wq[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + q * 16)));
+        }
+        for (int i = 0; i < two; ++i) {
+          const uint8_t* x = a + (p + i) * lda + g * 4;
+          const int64_t pattern = static_cast<int64_t>(x[0]) | (static_cast<int64_t>(x[1]) << 16) |
+                                  (static_cast<int64_t>(x[2]) << 32) |
+                                  (static_cast<int64_t>(x[3]) << 48);
+          const __m256i xv = _mm256_set1_epi64x(pattern);
+          for (int q = 0; q < 4; ++q) s[i][q] = _mm256_add_epi32(s[i][q], _mm256_madd_epi16(wq[q], xv));
+        }
+      }
+      for (int i = 0; i < two; ++i) {
+        int32_t* dst = acc + (p + i) * stride + rb * kRowBlock;
+        const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][0], s[i][1]), order);
+        const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][2], s[i][3]), order);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), hi);
+      }
+    }
+  }
+}
+
+// -- AVX512-VNNI: PB pixels x RB row blocks of accumulators, requantised in registers ------
+
+#define MIXQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+MIXQ_VNNI inline __m512i load_residual8(const void* base, int dtype, int64_t index,
+                                         __mmask8 mask) {
+  switch (dtype) {
+    case kU8:
+      return _mm512_cvtepu8_epi64(
+          _mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(base) + index));
+    case kI8:
+      return _mm512_cvtepi8_epi64(
+          _mm_maskz_loadu_epi8(mask, static_cast<const int8_t*>(base) + index));
+    case kI16:
+      return _mm512_cvtepi16_epi64(
+          _mm_maskz_loadu_epi16(mask, static_cast<const int16_t*>(base) + index));
+    case kI32:
+      return _mm512_cvtepi32_epi64(
+          _mm256_maskz_loadu_epi32(mask, static_cast<const int32_t*>(base) + index));
+    default:
+      return _mm512_maskz_loadu_epi64(mask, static_cast<const int64_t*>(base) + index);
+  }
+}
+
+MIXQ_VNNI inline void store8(void* base, int dtype, int64_t index, __mmask8 mask, __m512i v) {
+  switch (dtype) {
+    case kU8: _mm512_mask_cvtepi64_storeu_epi8(static_cast<uint8_t*>(base) + index, mask, v); break;
+    case kI8: _mm512_mask_cvtepi64_storeu_epi8(static_cast<int8_t*>(base) + index, mask, v); break;
+    case kI16: _mm512_mask_cvtepi64_storeu_epi16(static_cast<int16_t*>(base) + index, mask, v); break;
+    case kI32: _mm512_mask_cvtepi64_storeu_epi32(static_cast<int32_t*>(base) + index, mask, v); break;
+    default: _mm512_mask_storeu_epi64(static_cast<int64_t*>(base) + index, mask, v); break;
+  }
+}
+
+// Eight rows (r0..r0+7) of one pixel: int64 multiply-add, residual, shift, clamp, store.
+MIXQ_VNNI inline void requantize8(__m512i acc64, const Epilogue& e, int64_t pixel, int64_t r0,
+                                  __mmask8 mask) {
+  __m512i t = _mm512_add_epi64(
+      _mm512_mullo_epi64(acc64, _mm512_loadu_si512(e.multiplier + r0)),
+      _mm512_loadu_si512(e.bias + r0));
+  if (e.residual != nullptr) {
+    const __m512i res = load_residual8(e.residual, e.residual_dtype,
+                                       pixel * e.residual_stride + r0, mask);
+    t = _mm512_add_epi64(t, _mm512_mullo_epi64(res, _mm512_set1_epi64(e.residual_multiplier)));
+  }
+  __m512i y = _mm512_srav_epi64(t, _mm512_loadu_si512(e.shift + r0));
+  y = _mm512_min_epi64(_mm512_max_epi64(y, _mm512_set1_epi64(e.low)), _mm512_set1_epi64(e.high));
+  store8(e.out, e.out_dtype, pixel * e.out_stride + r0, mask, y);
+}
+
+MIXQ_VNNI inline void requantize16(__m512i acc, const Epilogue& e, int64_t pixel, int64_t r0) {
+  const int64_t valid = std::min<int64_t>(kRowBlock, e.rows - r0);
+  const uint32_t bits = valid >= 16 ? 0xFFFFu : ((1u << valid) - 1u);
+  const __mmask8 lo = static_cast<__mmask8>(bits & 0xFF), hi = static_cast<__mmask8>(bits >> 8);
+  requantize8(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc)), e, pixel, r0, lo);
+  if (hi) requantize8(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1)), e, pixel, r0 + 8, hi);
+}
+
+template <int RB, int PB>
+MIXQ_VNNI void tile_vnni(const uint8_t* a, int64_t lda, int64_t groups, const int8_t* w,
+                         const Epilogue& e, int64_t pixel, int64_t r0) {
+  __m512i acc[PB][RB];
+#pragma GCC unroll 16
+  for (int p = 0; p < PB; ++p)
+#pragma GCC unroll 4
+    for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_setzero_si512();
+  const int64_t block_bytes = groups * kRowBlock * 4;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i wv[RB];
+#pragma GCC unroll 4
+    for (int b = 0; b < RB; ++b) wv[b] = _mm512_loadu_si512(w + b * block_bytes + g * 64);
+#pragma GCC unroll 16
+    for (int p = 0; p < PB; ++p) {
+      const __m512i x = _mm512_set1_epi32(load_u32(a + p * lda + g * 4));
+#pragma GCC unroll 4
+      for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], x, wv[b]);
+    }
+  }
+  for (int p = 0; p < PB; ++p)
+    for (int b = 0; b < RB; ++b) requantize16(acc[p][b], e, pixel + p, r0 + b * kRowBlock);
+}
+
+template <int RB, int PB>
+MIXQ_VNNI void blocks_vnni(const uint8_t* a, int64_t pixels, int64_t lda, int64_t groups,
+                           const int8_t* w, const Epilogue& e, int64_t first_pixel, int64_t r0) {
+  int64_t p = 0;
+  for (; p + PB <= pixels; p += PB) tile_vnni<RB, PB>(a + p * lda, lda, groups, w, e, first_pixel + p, r0);
+  for (; p < pixels; ++p) tile_vnni<RB, 1>(a + p * lda, lda, groups, w, e, first_pixel + p, r0);
+}
+
+MIXQ_VNNI void gemm_vnni(const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
+                         const int8_t* packed, int64_t row_blocks, const Epilogue& e,
+                         int64_t first_pixel) {
+  const int64_t groups = k_padded / 4, block_bytes = groups * kRowBlock * 4;
+  int64_t rb = 0;
+  while (rb < row_blocks) {
+    const int64_t left = row_blocks - rb;
+    const int8_t* w = packed + rb * block_bytes;
+    const int64_t r0 = rb * kRowBlock;
+    if (left >= 4) {
+      blocks_vnni<4, 6>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      rb += 4;
+    } else if (left == 3) {
+      blocks_vnni<3, 8>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      rb += 3;
+    } else if (left == 2) {
+      blocks_vnni<2, 12>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      rb += 2;
+    } else {
+      blocks_vnni<1, 16>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      rb += 1;
+    }
+  }
+}
+
+}  // namespace
+
+bool isa_supported(int isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case kVnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni");
+    case kAvx2: return __builtin_cpu_supports("avx2");
+    case kScalar: return true;
+    default: return false;
+  }
+}
+
+int best_isa() {
+  if (isa_supported(kVnni)) return kVnni;
+  if (isa_supported(kAvx2)) return kAvx2;
+  return kScalar;
+}
+
+void gemm_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
+                     const int8_t* packed, int64_t row_blocks, const Epilogue& epilogue,
+                     int64_t first_pixel, int32_t* scratch) {
+  if (isa == kVnni) {
+    gemm_vnni(a, pixels, lda, k_padded, packed, row_blocks, epilogue, first_pixel);
+    return;
+  }
+  if (isa == kAvx2) {
+    gemm_avx2(a, pixels, lda, k_padded, packed, row_blocks, scratch);
+  } else {
+    gemm_scalar(a, pixels, lda, k_padded, packed, row_blocks, scratch);
+  }
+  epilogue_scalar(scratch, pixels, row_blocks * kRowBlock, epilogue, first_pixel);
+}
+
+}  // namespace mixq_fast

@@ -1,0 +1,69 @@
+"""``lower``: the reference integer model rebuilt on the fast kernels, same integers."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from mixq.errors import IntegerConversionError
+from mixq.integer.compile import IntegerModel
+from mixq.integer.fast.build import kernels
+from mixq.integer.fast.layers import (
+    FastAddLevels,
+    FastGlobalAvgPool,
+    FastLayer,
+    FastLookup,
+    FastMaxPool,
+    FastQuantizeInput,
+    FastRequantize,
+)
+from mixq.integer.ops import (
+    AddLevels,
+    GlobalAvgPool,
+    IntegerLayer,
+    Lookup,
+    MaxPool,
+    QuantizeInput,
+    Requantize,
+)
+
+_FAST_MODULES: dict[type[nn.Module], type[nn.Module]] = {
+    IntegerLayer: FastLayer,
+    QuantizeInput: FastQuantizeInput,
+    Requantize: FastRequantize,
+    AddLevels: FastAddLevels,
+    GlobalAvgPool: FastGlobalAvgPool,
+    MaxPool: FastMaxPool,
+    Lookup: FastLookup,
+}
+
+
+class FastIntegerModel(IntegerModel):
+    """An :class:`~mixq.integer.IntegerModel` whose operations run on the C++ kernels;
+    ``forward_integer`` returns int64, as the reference engine does."""
+
+    def forward_integer(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.graph_module(x).to(torch.int64)
+
+
+def lower(model: IntegerModel) -> FastIntegerModel:
+    """The same integer model on the fast kernels: every quantised layer one fused kernel
+    call, the entrance, requantisations, additions and pooling in C++, the graph's
+    reshapes, pads and slices unchanged (they act on levels of any integer type).
+
+    Raises :class:`~mixq.errors.FastEngineUnavailableError` where the kernels cannot be
+    built, before the model is copied.
+    """
+    if not isinstance(model, IntegerModel):
+        raise IntegerConversionError(f"lower takes an IntegerModel, got {type(model).__name__}")
+    kernels()
+    graph_module = copy.deepcopy(model.graph_module)
+    for name, module in list(graph_module.named_children()):
+        fast = _FAST_MODULES.get(type(module))
+        if fast is not None:
+            setattr(graph_module, name, fast(module))
+    graph_module.recompile()
+    return FastIntegerModel(graph_module, model.output_scale, model.layer_inputs, "fast")
