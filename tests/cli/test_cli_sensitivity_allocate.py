@@ -134,8 +134,9 @@ def test_allocate_joint_with_a_cost_table_and_ties(table_path, tmp_path) -> None
         (["--budget", "eq-bits=3"], "smallest budget of each limit alone: eq_bits=4"),
         (["--budget", "eq-bits"], "write NAME=NUMBER"),
         (["--budget", "latency=1"], "no cost table has that name"),
-        (["--override", "conv1"], "write LAYER=CANDIDATE"),
-        (["--tie", "conv1,nowhere"], "not in the perturbation table"),
+        (["--budget", "eq-bits=8", "--override", "conv1"], "write LAYER=CANDIDATE"),
+        (["--budget", "eq-bits=8", "--tie", "conv1,nowhere"], "not in the perturbation table"),
+        (["--budget", "eq-bits=inf"], "must be a finite number > 0"),
     ],
 )
 def test_allocate_bad_inputs_exit_with_the_problem_named(
@@ -147,5 +148,22 @@ def test_allocate_bad_inputs_exit_with_the_problem_named(
 
 
 def test_allocate_without_a_table_file_fails_cleanly(tmp_path, capsys) -> None:
-    code = main(["allocate", "--table", str(tmp_path / "absent.json"), "-o", str(tmp_path)])
+    code = main([
+        "allocate", "--table", str(tmp_path / "absent.json"), "--budget", "eq-bits=4",
+        "-o", str(tmp_path),
+    ])  # fmt: skip
     assert code == 1 and "sensitivity table not found" in capsys.readouterr().err
+
+
+def test_allocate_needs_a_budget(table_path, tmp_path, capsys) -> None:
+    # Without one, every layer would quietly take its most precise option (all Fixed-8).
+    code = main(["allocate", "--table", str(table_path), "-o", str(tmp_path)])
+    assert code == 2 and "--budget" in capsys.readouterr().err
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_allocate_refuses_a_binary_table(tmp_path, capsys) -> None:
+    binary = tmp_path / "table.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    code = main(["allocate", "--table", str(binary), "--budget", "eq-bits=4", "-o", str(tmp_path)])
+    assert code == 1 and "not UTF-8 text" in capsys.readouterr().err

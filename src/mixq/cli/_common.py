@@ -1,17 +1,22 @@
-"""Pieces several subcommands share: option types, data options, loading a checkpoint."""
+"""Pieces several subcommands share: option types, data options, loading a checkpoint,
+the output guard (never write over an input, check the destination before the work)."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from mixq.checkpoint import load_quantized, read_header
 from mixq.cli._zoo import MODELS, ModelSpec, get_model, load_float_weights
-from mixq.errors import CheckpointError
+from mixq.errors import CheckpointError, MixqError, OutputError
+from mixq.io import check_writable
 
 QUANTIZED_NAME = "quantized.safetensors"
 
@@ -26,14 +31,109 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``inf`` and ``nan`` are refused: they train NaN models)."""
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def act_bits_type(text: str) -> int:
+    """Activation bits as recipes take them: 0 (float) or 2 to 16."""
+    from mixq.recipe import ACT_BITS_RANGE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    low, high = ACT_BITS_RANGE
+    if not (value == 0 or low <= value <= high):
+        raise argparse.ArgumentTypeError(
+            f"activation bits must be 0 (float) or {low} to {high}, got {value}"
+        )
+    return value
+
+
+def check_outputs(inputs: Iterable[Path], outputs: Iterable[Path]) -> None:
+    """Raise :class:`OutputError` before any work if a file the command will write is one
+    it reads, or cannot be written (see :func:`mixq.io.check_writable`)."""
+    read = {path.resolve() for path in inputs}
+    for path in outputs:
+        if path.resolve() in read:
+            raise OutputError(
+                f"{path} is both an input and an output of this command: it would be "
+                "overwritten; choose another --output"
+            )
+        check_writable(path)
+
+
+class TextFileError(MixqError, ValueError):
+    """A file given where text (YAML/JSON) is expected that is not text."""
+
+
+def require_text_file(path: Path, what: str) -> Path:
+    """``path`` if it is a UTF-8 text file, else a typed error naming ``what`` it should be
+    (a checkpoint given as a plan, a binary file given as a YAML)."""
+    if not path.is_file():
+        raise TextFileError(f"{what} not found: {path}")
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TextFileError(
+            f"{path} is not a {what}: not UTF-8 text (byte {exc.start}); is it a binary file?"
+        ) from None
+    except OSError as exc:
+        raise TextFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+class DeviceChoiceError(MixqError, ValueError):
+    """A ``--device`` that torch does not know or this machine does not have."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``--device``, checked to exist here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceChoiceError(f"unknown --device {name!r}; e.g. cpu, cuda, cuda:1, mps") from None
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise DeviceChoiceError(f"--device {name}: no such CUDA device on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceChoiceError("--device mps: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceChoiceError(f"--device {name}: only cpu, cuda and mps are supported")
+    return device
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -67,8 +167,17 @@ class LoadedModel:
         return str(self.extra.get("method", "quantized")) if self.quantized else "fp32"
 
 
-def load_model(path: Path, model_name: str | None) -> LoadedModel:
-    """A quantised checkpoint (``.safetensors``) or float weights (``--model`` needed)."""
+def load_model(
+    path: Path, model_name: str | None, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """A quantised checkpoint (``.safetensors``) or float weights (``--model`` needed),
+    on ``device``."""
+    loaded = _load_model(path, model_name)
+    loaded.model.to(resolve_device(str(device)))
+    return loaded
+
+
+def _load_model(path: Path, model_name: str | None) -> LoadedModel:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":

@@ -127,10 +127,13 @@ def top1(model: nn.Module, loader: Any, *, progress: bool = False) -> float:
     """Top-1 accuracy (a fraction) of ``model`` over ``loader``'s ``(images, labels)``."""
     was_training = model.training
     model.eval()
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     correct = total = 0
     try:
         for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            correct += int((model(images).argmax(dim=1) == labels).sum())
+            predicted = model(images.to(device)).argmax(dim=1).cpu()
+            correct += int((predicted == labels).sum())
             total += int(labels.numel())
     finally:
         model.train(was_training)

@@ -9,21 +9,24 @@ x a-bits per sample) or the name of a ``--cost-table`` (latency, LUT, DSP, ...: 
 table, summed over layers). ``hawq-v3-ilp`` offers every layer one scheme-and-bits
 (default fixed-4 or fixed-8) with HAWQ's ``Omega = trace/n * ||Q(W) - W||^2``; ``joint-ilp``
 offers ratios of schemes and precisions (default six, from all-Fixed-8 to RMSMP's mixes)
-costed row by row. The model and weights default to those the table was measured on.
-Writes ``<output>/plan.json`` (for ``mixq quantize --plan``) and prints the plan per layer.
+costed row by row. At least one ``--budget`` is required (without one every layer would
+simply take its most precise option). The model and weights default to those the table was
+measured on. Writes ``<output>/plan.json`` (default ``mixq-plan/``; for ``mixq quantize
+--plan``) and prints the plan per layer.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from mixq.allocation.budget import Budget
 from mixq.allocation.costs import CostTable
 from mixq.allocation.ilp import METHODS, solve_ilp
 from mixq.allocation.options import PerturbationTable
-from mixq.cli._common import add_model_option, load_model
+from mixq.cli._common import act_bits_type, add_model_option, load_model, require_text_file
 from mixq.errors import AllocationError
 from mixq.plan import Plan
 from mixq.sensitivity import (
@@ -52,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--budget",
         action="append",
-        default=[],
+        required=True,
         metavar="NAME=LIMIT",
-        help="eq-bits, weight-bits, bops, or a cost table's name; repeat for several",
+        help="required: eq-bits, weight-bits, bops, or a cost table's name; repeat for several",
     )
     parser.add_argument(
         "--cost-table", action="append", type=Path, default=[], help="a cost table (JSON)"
@@ -72,22 +75,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--tie", action="append", default=[], metavar="A,B", help="layers that take one choice"
     )
-    parser.add_argument("--act-bits", type=int, default=8, help="activation bits, in the BOPs")
+    parser.add_argument(
+        "--act-bits", type=act_bits_type, default=8, help="activation bits, in the BOPs"
+    )
     parser.add_argument("--scale-method", choices=["max", "mse"], default="max")
     add_model_option(parser, required=False)
     parser.add_argument("--weights", type=Path, help="default: the weights the table records")
-    parser.set_defaults(handler=run, output="mixq-plan")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-plan")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.output) / PLAN_NAME]
 
 
 def run(args: argparse.Namespace) -> int:
-    table = SensitivityTable.load(args.table)
     budget = parse_budget(args.budget)
-    cost_tables = [CostTable.load(path) for path in args.cost_table]
+    table = SensitivityTable.load(require_text_file(args.table, "sensitivity table"))
+    cost_tables = [
+        CostTable.load(require_text_file(path, "cost table")) for path in args.cost_table
+    ]
     model_name = args.model or table.run.model or None
     weights = args.weights or (Path(table.run.weights) if table.run.weights else None)
     if weights is None:
         raise AllocationError("the table records no weights file: pass --weights")
-    model = load_model(weights, model_name).model
+    model = load_model(weights, model_name, args.torch_device).model
     row_wise = args.method == "joint-ilp"
     default = HAWQ_CANDIDATES if not row_wise else JOINT_CANDIDATES
     options = perturbation_table(
@@ -126,6 +137,8 @@ def parse_budget(items: list[str]) -> Budget:
             raise AllocationError(f"budget {item!r}: write NAME=NUMBER") from None
         if not sep or not name:
             raise AllocationError(f"budget {item!r}: write NAME=NUMBER")
+        if not math.isfinite(limit) or limit <= 0:
+            raise AllocationError(f"budget {item!r}: the limit must be a finite number > 0")
         key = _BUILTIN_LIMITS.get(name.replace("_", "-"))
         (fixed if key else costs)[key or name] = limit
     return Budget(**fixed, costs=costs)

@@ -2,37 +2,50 @@
 
     mixq cost --device xc7z045 --plan plan.json --model resnet18-imagenet -o out/
     mixq cost --device xc7z020 --ratio rmsmp --model resnet20
+    mixq cost --device xc7z020 --checkpoint mixq-quantized/quantized.safetensors
 
 Prints a per-layer table (rows per candidate, MACs, weight size, BOPs, cycles of each
-array) and the totals, and with ``--output`` writes ``cost.json`` and ``cost.png``.
+array) and the totals; writes ``cost.json`` and ``cost.png`` only with ``--output``.
+``--checkpoint`` costs a quantised model as it is: its rows per candidate and activation
+bits, its layer shapes. ``--act-bits`` given sets every layer's activation bits (also over
+a plan's or a checkpoint's own); without it, the plan's or checkpoint's bits hold, else 8.
+Here ``--device`` is the FPGA; the model's shapes are measured on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from mixq.cli._common import act_bits_type, load_model, require_text_file
+from mixq.cli._zoo import MODELS as ZOO
 from mixq.errors import HardwareCostError
 from mixq.hw import AcceleratorConfig, CostReport, FpgaCostModel, available_devices, uniform_plan
-from mixq.plan import LayerShape, Plan
+from mixq.plan import LayerPlan, LayerShape, Plan
 from mixq.recipe import PRESET_RATIOS
 from mixq.shapes import measure_layer_shapes
 
 log = logging.getLogger("mixq")
 
-# Built-in models: (constructor, input shape of one sample).
-MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "resnet20": ("mixq.models.cifar_resnet:resnet20", (3, 32, 32)),
-    "resnet32": ("mixq.models.cifar_resnet:resnet32", (3, 32, 32)),
-    "resnet18-imagenet": ("mixq.models.resnet_imagenet:resnet18_imagenet", (3, 224, 224)),
-    "small-cnn": ("mixq.models.small_cnn:SmallCNN", (1, 28, 28)),
+# The CLI's models, and one only costed here (no data set of it ships): constructor and
+# input shape of one sample.
+MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
+    **{name: (spec.build, spec.input_shape) for name, spec in ZOO.items()},
+    "resnet18-imagenet": (lambda: _imagenet_resnet18(), (3, 224, 224)),
 }
+TORCH_DEVICE_OPTION = False  # this command's --device is the FPGA
+
+
+def _imagenet_resnet18() -> torch.nn.Module:
+    from mixq.models.resnet_imagenet import resnet18_imagenet
+
+    return resnet18_imagenet()
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -51,11 +64,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--plan", type=Path, help="a plan JSON file (mixq.plan.Plan)")
     what.add_argument(
+        "--checkpoint", type=Path, help="a quantised model (quantized.safetensors) as it is"
+    )
+    what.add_argument(
         "--ratio",
         help="one ratio for every layer: a preset "
         f"({', '.join(PRESET_RATIOS)}) or e.g. 'sp2-4:0.6,fixed-4:0.35,fixed-8:0.05'",
     )
-    shapes = parser.add_mutually_exclusive_group(required=True)
+    shapes = parser.add_mutually_exclusive_group()
     shapes.add_argument("--model", choices=sorted(MODELS), help="a built-in model")
     shapes.add_argument(
         "--shapes", type=Path, help="a JSON file mapping layer names to mixq.plan.LayerShape"
@@ -66,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="with --ratio: ratio of the first and last layer, as the presets ('none': same)",
     )
     parser.add_argument(
-        "--act-bits", type=int, default=8, help="activation bits where the plan sets none"
+        "--act-bits",
+        type=act_bits_type,
+        help="activation bits of every layer (default: the plan's or checkpoint's, else 8)",
     )
     parser.add_argument(
         "--lut-share",
@@ -74,14 +92,32 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=AcceleratorConfig.lut_share,
         help="share of LUTs/FFs/carry the MAC arrays may take (default %(default)s)",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=planned_outputs)
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    if args.output is None:
+        return []
+    return [Path(args.output) / "cost.json", Path(args.output) / "cost.png"]
 
 
 def run(args: argparse.Namespace) -> int:
-    shapes, label = _shapes(args)
-    plan = _plan(args, shapes)
+    device_path = Path(args.device)
+    if device_path.suffix in (".yaml", ".yml") or device_path.is_file():
+        require_text_file(device_path, "device file")
+    if args.checkpoint is not None:
+        shapes, plan, label = _checkpoint_plan(args.checkpoint)
+    else:
+        if args.model is None and args.shapes is None:
+            raise HardwareCostError("say whose layers to cost: --model, --shapes or --checkpoint")
+        shapes, label = _shapes(args)
+        plan = _plan(args, shapes)
+    if args.act_bits is not None:
+        plan = with_act_bits(plan, args.act_bits)
     model = FpgaCostModel(args.device, AcceleratorConfig(lut_share=args.lut_share))
-    report = model.cost(shapes, plan, act_bits=args.act_bits, model=label)
+    report = model.cost(
+        shapes, plan, act_bits=8 if args.act_bits is None else args.act_bits, model=label
+    )
     print(format_report(report))
     if args.output is not None:
         out = Path(args.output)
@@ -104,10 +140,32 @@ def _shapes(args: argparse.Namespace) -> tuple[dict[str, LayerShape], str]:
 
 def model_shapes(name: str) -> dict[str, LayerShape]:
     """Layer shapes of a built-in model, measured with one forward pass of zeros."""
-    target, sample = MODELS[name]
-    module, _, attr = target.partition(":")
-    build: Callable[[], torch.nn.Module] = getattr(importlib.import_module(module), attr)
+    build, sample = MODELS[name]
     return measure_layer_shapes(build(), torch.zeros(1, *sample))
+
+
+def with_act_bits(plan: Plan, act_bits: int) -> Plan:
+    """``plan`` with every layer's activation bits set to ``act_bits``."""
+    layers = {name: replace(layer, act_bits=act_bits) for name, layer in plan.layers.items()}
+    return replace(plan, layers=layers)
+
+
+def _checkpoint_plan(path: Path) -> tuple[dict[str, LayerShape], Plan, str]:
+    """Shapes and the plan a quantised checkpoint realises: its rows per candidate."""
+    from mixq.summary import describe
+
+    loaded = load_model(path, None)
+    if not loaded.quantized:
+        raise HardwareCostError(f"{path} holds float weights; --checkpoint needs a quantised one")
+    shapes = measure_layer_shapes(loaded.spec.build(), loaded.spec.example_input())
+    layers = {
+        layer.name: LayerPlan(
+            ",".join(f"{c}:{n / layer.rows}" for c, n in layer.counts.items() if n),
+            act_bits=layer.act_bits,
+        )
+        for layer in describe(loaded.model).layers
+    }
+    return shapes, Plan(layers, method=loaded.method), f"{loaded.spec.name} {loaded.method}"
 
 
 def load_shapes(path: Path) -> dict[str, LayerShape]:
@@ -125,7 +183,7 @@ def load_shapes(path: Path) -> dict[str, LayerShape]:
 
 def _plan(args: argparse.Namespace, shapes: Mapping[str, LayerShape]) -> Plan:
     if args.plan is not None:
-        return Plan.load(args.plan)
+        return Plan.load(require_text_file(args.plan, "plan file"))
     ratio = PRESET_RATIOS.get(args.ratio, args.ratio)
     edge = None if args.first_last.lower() == "none" else args.first_last
     return uniform_plan(shapes, ratio, edge_ratio=PRESET_RATIOS.get(edge or "", edge))

@@ -27,7 +27,7 @@ from torch import nn
 
 import mixq
 from mixq.checkpoint import save_quantized
-from mixq.cli._common import QUANTIZED_NAME, positive_int
+from mixq.cli._common import QUANTIZED_NAME, positive_int, resolve_device
 from mixq.cli._plots import plot_accuracy_bits
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import Batches, ModelSpec, get_model, save_float_weights, top1
@@ -70,7 +70,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, help="folder of the *-ubyte.gz files")
-    parser.set_defaults(handler=run, output="mixq-demo")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-demo")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    out = Path(args.output)
+    files = [out / "float.pt", out / "demo.json", out / "demo.png"]
+    return files + [out / method / QUANTIZED_NAME for method in args.methods]
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -107,10 +113,13 @@ def qat_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.output)
+    # Every recipe is built before the float training, so a bad option fails in a second.
+    recipes = {method: Recipe.preset(method, act_bits=args.act_bits) for method in args.methods}
+    device = resolve_device(args.torch_device)
     spec = get_model(MODEL)
     progress = not args.quiet
     test = spec.loader("test", 500, root=args.data_dir, limit=args.test_images)
-    model, rows = _float_model(args, spec, test, out, progress)
+    model, rows = _float_model(args, spec, test, out, progress, device)
     calibration = list(
         spec.loader("train", args.batch_size, root=args.data_dir, limit=args.calib_images)
     )
@@ -123,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed + 1,  # another subset than the float training's first images
     )
     for method in args.methods:
-        rows.append(_quantize_and_tune(args, method, model, calibration, fine_tune, test, out))
+        rows.append(
+            _quantize_and_tune(args, recipes[method], method, model, calibration, fine_tune, test)
+        )
         log.info("%s", format_row(rows[-1]))
     wall = time.perf_counter() - start
     print(format_table(rows))
@@ -134,12 +145,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _float_model(
-    args: argparse.Namespace, spec: ModelSpec, test: Batches, out: Path, progress: bool
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    test: Batches,
+    out: Path,
+    progress: bool,
+    device: torch.device,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     log.info("training %s in float on Fashion-MNIST", spec.name)
     seconds = time.perf_counter()
     torch.manual_seed(args.seed)
-    model = spec.build()
+    model = spec.build().to(device)
     data = spec.loader(
         "train",
         args.batch_size,
@@ -165,16 +181,16 @@ def _float_model(
 
 def _quantize_and_tune(
     args: argparse.Namespace,
+    recipe: Recipe,
     method: str,
     model: nn.Module,
     calibration: list[Any],
     fine_tune: Batches,
     test: Batches,
-    out: Path,
 ) -> dict[str, Any]:
     log.info("%s: quantising and fine-tuning", method)
+    out = Path(args.output)
     seconds = time.perf_counter()
-    recipe = Recipe.preset(method, act_bits=args.act_bits)
     quantized = mixq.quantize(
         model,
         recipe,

@@ -9,9 +9,9 @@
 ``--float`` switches quantisation off in the same model (``all``, or only ``weights`` or
 ``activations``), to see which part costs accuracy. ``--integer`` converts the model to integers
 (``mixq.to_integer``) and evaluates that, counting the predictions that differ from the
-fake-quantised model's on the same images. With ``--output``, writes
-``eval.json`` (one result row: method, eq_bits, top1, weight_kib), which ``mixq report
---results`` plots.
+fake-quantised model's on the same images. Nothing is written unless ``--output`` says
+where: then ``eval.json`` (one result row: method, eq_bits, top1, weight_kib; its
+``command`` reproduces the run), which ``mixq report --results`` plots.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from mixq.toggle import quantization_disabled
 
 log = logging.getLogger("mixq")
 FLOAT_PARTS = ("all", "weights", "activations")
+EVAL_NAME = "eval.json"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -73,11 +75,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--images", type=positive_int, help="a class-balanced subset of the test set"
     )
     add_data_options(parser, batch_size=500)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, outputs=planned_outputs)
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    return [] if args.output is None else [Path(args.output) / EVAL_NAME]
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_model(args.checkpoint, args.model)
+    device = "cpu" if args.integer else args.torch_device  # the integer engines run on the CPU
+    loaded = load_model(args.checkpoint, args.model, device)
     if args.float_part and not loaded.quantized:
         raise CheckpointError("--float needs a quantised checkpoint; these weights are float")
     if args.integer and (args.float_part or not loaded.quantized):
@@ -101,15 +108,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"{disagreements} of {images} predictions differ from the fake-quantised model's")
     if args.output is not None:
         settings = {"model": loaded.spec.name, "images": images, "checkpoint": str(args.checkpoint)}
-        command = (
-            f"mixq eval {args.checkpoint}"
-            + (f" --float {args.float_part}" if args.float_part else "")
-            + (f" --integer {args.integer}" if args.integer else "")
-        )
-        path = Path(args.output) / "eval.json"
-        ResultFile.new("mixq_eval", command, settings, [row]).save(path)
+        path = Path(args.output) / EVAL_NAME
+        ResultFile.new("mixq_eval", eval_command(args), settings, [row]).save(path)
         log.info("wrote %s", path)
     return 0
+
+
+def eval_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this evaluation: every option, defaults spelled out."""
+    parts = ["mixq", "eval", str(args.checkpoint)]
+    options: list[tuple[str, Any]] = [
+        ("--model", args.model),
+        ("--float", args.float_part),
+        ("--integer", args.integer),
+        ("--images", args.images),
+        ("--data-dir", args.data_dir),
+        ("--batch-size", args.batch_size),
+        ("--threads", args.threads),
+        ("--device", None if args.torch_device == "cpu" else args.torch_device),
+        ("--output", args.output),
+    ]
+    for name, value in options:
+        if value is not None:
+            parts += [name, str(value)]
+    return shlex.join(parts)
 
 
 @torch.no_grad()

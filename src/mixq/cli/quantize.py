@@ -6,8 +6,9 @@
 The recipe is a preset (fixed4, pot4, sp2-4, fixed8, msp, rmsmp; ``--act-bits`` and
 ``--first-last`` shape it) or a YAML/JSON recipe file. Activation ranges are calibrated
 (and weights rounded with error feedback) on ``--calib-images`` training images. Writes
-``<output>/quantized.safetensors``, which records the model's name and the recipe, and
-prints the per-layer summary.
+``<output>/quantized.safetensors`` (default ``mixq-quantized/``), which records the model's
+name and the recipe, and prints the per-layer summary. The destination is checked before
+calibration starts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mixq.cli._common import (
     add_model_option,
     load_model,
     positive_int,
+    require_text_file,
 )
 from mixq.cli._report_data import build_report, format_report
 from mixq.errors import CheckpointError, RecipeError
@@ -50,7 +52,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(default %(default)s)",
     )
     parser.add_argument(
-        "--act-bits", type=int, default=None, help="presets only: activation bits (default 8)"
+        "--act-bits",
+        type=int,
+        default=None,
+        help="presets only: activation bits, 0 (float) or 2-16 (default 8)",
     )
     parser.add_argument(
         "--first-last",
@@ -65,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="training images for calibration and rounding (default %(default)s)",
     )
     add_data_options(parser, batch_size=64)
-    parser.set_defaults(handler=run, output="mixq-quantized")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-quantized")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.output) / QUANTIZED_NAME]
 
 
 def resolve_recipe(text: str, act_bits: int | None, first_last: str | None) -> tuple[Recipe, str]:
@@ -92,8 +101,8 @@ def resolve_recipe(text: str, act_bits: int | None, first_last: str | None) -> t
 
 def run(args: argparse.Namespace) -> int:
     recipe, method = resolve_recipe(args.recipe, args.act_bits, args.first_last)
-    plan = Plan.load(args.plan) if args.plan is not None else None
-    loaded = load_model(args.weights, args.model)
+    plan = Plan.load(require_text_file(args.plan, "plan file")) if args.plan else None
+    loaded = load_model(args.weights, args.model, args.torch_device)
     if loaded.quantized:
         raise CheckpointError(f"{args.weights} is a quantised model; quantize needs float weights")
     calibration = list(

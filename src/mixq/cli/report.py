@@ -48,7 +48,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--metric", default="top1", help="the accuracy key of the result rows (default top1)"
     )
-    parser.set_defaults(handler=run, output="mixq-report")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-report")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    out = Path(args.output)
+    files = [out / "report.json", out / "assignment.png"] if args.checkpoint else []
+    return files + ([out / "accuracy_bits.png"] if args.results else [])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ Traces are taken w.r.t. the BN-folded weights the quantiser sees, per layer and 
 batches drawn from ``--images`` class-balanced training images (``--images`` equal to
 ``--batch-size``: the Hessian of one fixed batch). Each layer is probed until its relative
 standard error is at most ``--tolerance`` or it reaches ``--max-probes``. Writes
-``<output>/sensitivity.json`` (read by ``mixq allocate``) and prints the per-layer traces.
+``<output>/sensitivity.json`` (default ``mixq-sensitivity/``; read by ``mixq allocate``)
+and prints the per-layer traces.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from mixq.cli._common import add_data_options, add_model_option, load_model, positive_int
+from mixq.cli._common import (
+    add_data_options,
+    add_model_option,
+    load_model,
+    positive_int,
+)
 from mixq.sensitivity import HutchinsonConfig, hutchinson_traces
 
 log = logging.getLogger("mixq")
@@ -60,7 +66,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument("--seed", type=int, default=0)
     add_data_options(parser)
-    parser.set_defaults(handler=run, output="mixq-sensitivity")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-sensitivity")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.output) / TABLE_NAME]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         fold_bn=not args.no_fold_bn,
         seed=args.seed,
     )
-    loaded = load_model(args.weights, args.model)
+    loaded = load_model(args.weights, args.model, args.torch_device)
     batches = loaded.spec.loader(
         "train", args.batch_size, root=args.data_dir, limit=args.images, seed=args.seed
     )

@@ -6,7 +6,8 @@
 Each epoch ends with ``<output>/checkpoint.pt`` (written atomically) and one JSON line in
 ``<output>/metrics.jsonl`` (training loss, learning rate, test top-1); ``--resume``
 continues a stopped run exactly where its last checkpoint left it. The result is
-``<output>/quantized.safetensors``. ``--distill logits`` distils from the float model
+``<output>/quantized.safetensors`` (default ``mixq-train/``; never the checkpoint it
+reads). ``--distill logits`` distils from the float model
 (``--weights``, by default the float weights the checkpoint was quantised from).
 """
 
@@ -26,13 +27,15 @@ from mixq.cli._common import (
     add_data_options,
     add_model_option,
     load_model,
+    non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
 )
 from mixq.cli._zoo import load_float_weights, top1
 from mixq.errors import CheckpointError
 from mixq.train import TrainConfig, train
-from mixq.train.loop import CHECKPOINT_NAME
+from mixq.train.loop import CHECKPOINT_NAME, METRICS_NAME
 
 log = logging.getLogger("mixq")
 DEFAULTS = TrainConfig()
@@ -58,7 +61,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--eval-images", type=positive_int, help="test images for each epoch's top-1 (default all)"
     )
     add_data_options(parser)
-    parser.set_defaults(handler=run, output="mixq-train")
+    parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-train")
+
+
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    out = Path(args.output)
+    return [out / QUANTIZED_NAME, out / CHECKPOINT_NAME, out / METRICS_NAME]
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -67,10 +75,13 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=positive_int, default=d.epochs)
     group.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate")
     group.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer)
-    group.add_argument("--momentum", type=float, default=d.momentum, help="SGD only")
-    group.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    group.add_argument("--momentum", type=non_negative_float, default=d.momentum, help="SGD only")
+    group.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
     group.add_argument(
-        "--warmup-epochs", type=float, default=d.warmup_epochs, help="then cosine decay"
+        "--warmup-epochs",
+        type=non_negative_float,
+        default=d.warmup_epochs,
+        help="then cosine decay",
     )
     group.add_argument("--grad-clip", type=positive_float, help="max global gradient norm")
     group.add_argument(
@@ -79,14 +90,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         default=d.distill,
         help="match the float teacher's softened logits (KL) or outputs (MSE)",
     )
-    group.add_argument("--distill-weight", type=float, default=d.distill_weight)
-    group.add_argument("--task-weight", type=float, default=d.task_weight)
+    group.add_argument("--distill-weight", type=non_negative_float, default=d.distill_weight)
+    group.add_argument("--task-weight", type=non_negative_float, default=d.task_weight)
     group.add_argument("--temperature", type=positive_float, default=d.temperature)
     group.add_argument(
         "--bn-batch-stats", action="store_true", help="train folded BNs on batch statistics"
     )
     group.add_argument(
-        "--freeze-bn-epoch", type=int, help="freeze BN statistics from this epoch (0-based)"
+        "--freeze-bn-epoch",
+        type=non_negative_int,
+        help="freeze BN statistics from this epoch (0-based)",
     )
     group.add_argument("--seed", type=int, default=d.seed)
 
@@ -105,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.resume and not (out / CHECKPOINT_NAME).exists():
         log.warning("nothing to resume in %s: starting from epoch 1", out)
-    loaded = load_model(args.checkpoint, args.model)
+    loaded = load_model(args.checkpoint, args.model, args.torch_device)
     if not loaded.quantized:
         raise CheckpointError(f"{args.checkpoint} is not quantised; run `mixq quantize` first")
     teacher = _teacher(loaded, args.weights) if config.distill != "none" else None
@@ -131,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
     )
     extra = {**loaded.extra, "train": config.to_dict(), **result.final_metrics}
     save_quantized(loaded.model, out / QUANTIZED_NAME, extra=extra)
-    for record in result.history:
+    if result.history:  # each epoch was logged as it ended; the result once
+        last = result.history[-1]
         print(
-            f"epoch {record.epoch}: loss {record.train_loss:.4f}, "
-            f"top-1 {record.metrics.get('top1', float('nan')):.4f}, {record.seconds:.1f} s"
+            f"trained to epoch {last.epoch}: loss {last.train_loss:.4f}, "
+            f"top-1 {last.metrics.get('top1', float('nan')):.4f}"
         )
     log.info("wrote %s", out / QUANTIZED_NAME)
     return 0
@@ -144,4 +158,5 @@ def _teacher(loaded: LoadedModel, weights: Path | None) -> nn.Module:
     path = weights or loaded.extra.get("float_weights")
     if path is None:
         raise CheckpointError("--distill needs the float model: pass --weights")
-    return load_float_weights(loaded.spec.build(), Path(path))
+    device = next(loaded.model.parameters()).device
+    return load_float_weights(loaded.spec.build(), Path(path)).to(device)
