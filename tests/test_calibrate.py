@@ -99,7 +99,7 @@ def test_errors() -> None:
         mixq.calibrate(_model(), [], progress=False)
     with pytest.raises(CalibrationError, match="at least one batch"):
         mixq.calibrate(_model(), _batches(1), batches=0, progress=False)
-    with pytest.raises(CalibrationError, match="cannot feed a batch of type str"):
+    with pytest.raises(CalibrationError, match="calibration batch 1 is type str: give a tensor"):
         mixq.calibrate(_model(), ["text"], progress=False)
     model = _model()
     with pytest.raises(CalibrationError, match="no batches"):

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import mixq
+from mixq.checkpoint import checksum as checkpoint_checksum
 from mixq.errors import (
     CalibrationError,
     CheckpointError,
@@ -274,9 +276,13 @@ def _join(outer: dict[str, Any], data: bytes) -> bytes:
 
 
 def _edit_header(raw: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The file with its header edited and its checksum recomputed: an edit made on
+    purpose, which the header checks (not the checksum) must catch."""
     outer, data = _split(raw)
     header = json.loads(outer["__metadata__"]["mixq"])
     edit(header)
+    if "checksum" in header:
+        header["checksum"] = checkpoint_checksum(header, safetensors.torch.load(raw))
     outer["__metadata__"]["mixq"] = json.dumps(header)
     return _join(outer, data)
 
@@ -327,7 +333,11 @@ def _corruptions(raw: bytes) -> dict[str, tuple[bytes, str]]:
             _edit_header(raw, _set(["layers", 0, "kind"], "conv2d")),
             "layer '0' is a Linear in the model but conv2d in the checkpoint",
         ),
-        "row codes": (_join(outer, bytes(bad_codes)), "does not match the model"),
+        "row codes": (_join(outer, bytes(bad_codes)), "checksum does not match its contents"),
+        "row codes rehashed": (
+            _edit_header(_join(outer, bytes(bad_codes)), lambda header: None),
+            "does not match the model",
+        ),
     }
 
 
@@ -346,6 +356,7 @@ def _corruptions(raw: bytes) -> dict[str, tuple[bytes, str]]:
         "missing layer",
         "wrong kind",
         "row codes",
+        "row codes rehashed",
     ],
 )
 def test_corrupt_checkpoint(saved_mlp: tuple[Path, bytes], tmp_path: Path, case: str) -> None:

@@ -3,62 +3,79 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sized
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mixq.errors import CalibrationError
+from mixq.batches import check_batches, model_device, run_batch, run_checked
+from mixq.errors import CalibrationDataWarning, CalibrationError
 from mixq.nn.act_quant import ActQuantizer
 
+DEFAULT_BATCHES = 8
 
-def model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+__all__ = ["DEFAULT_BATCHES", "calibrate", "model_device", "run_batch", "take_batches"]
 
 
-def run_batch(model: nn.Module, batch: Any, device: torch.device) -> Any:
-    """Feed one batch: a tensor, an ``(input, target, ...)`` sequence, or keyword inputs."""
-    if isinstance(batch, torch.Tensor):
-        return model(batch.to(device))
-    if isinstance(batch, dict):
-        return model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
-    if isinstance(batch, list | tuple) and batch:
-        return model(batch[0].to(device))
-    raise CalibrationError(f"cannot feed a batch of type {type(batch).__name__} to the model")
+def take_batches(data: Iterable[Any], batches: int | None) -> list[Any]:
+    """The first ``batches`` batches of ``data`` (default :data:`DEFAULT_BATCHES`), checked.
+
+    Without an explicit ``batches``, data with more batches than the default gives a
+    :class:`~mixq.errors.CalibrationDataWarning` saying how many were used.
+    """
+    explicit = batches is not None
+    count = DEFAULT_BATCHES if batches is None else batches
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise CalibrationError(f"calibration needs at least one batch, got batches={count!r}")
+    if isinstance(data, torch.Tensor | dict) or not isinstance(data, Iterable):
+        raise CalibrationError(
+            f"calibration data must be an iterable of batches (a list or a DataLoader), got "
+            f"{type(data).__name__}; wrap a single batch in a list"
+        )
+    taken = list(itertools.islice(data, count + (0 if explicit else 1)))
+    if not taken:
+        raise CalibrationError("the calibration data yielded no batches")
+    if len(taken) > count:
+        total = f"{len(data)}" if isinstance(data, Sized) else f"more than {count}"
+        warnings.warn(
+            f"calibration uses the first {count} of {total} batches; pass "
+            "calibration_batches=N to choose how many",
+            CalibrationDataWarning,
+            stacklevel=3,
+        )
+        taken = taken[:count]
+    check_batches(taken)
+    return taken
 
 
 @torch.no_grad()
 def calibrate(
-    model: nn.Module, data: Iterable[Any], *, batches: int = 8, progress: bool = True
+    model: nn.Module, data: Iterable[Any], *, batches: int | None = None, progress: bool = True
 ) -> int:
-    """Calibrate every activation quantiser of ``model`` on up to ``batches`` batches.
+    """Calibrate every activation quantiser of ``model`` on up to ``batches`` batches
+    (default 8; more in ``data`` without an explicit ``batches`` warns how many were used).
 
-    Returns the number of batches used; an empty ``data`` raises :class:`CalibrationError`.
+    Returns the number of batches used. Empty data, or batches of a form or shape the model
+    cannot take, raise :class:`CalibrationError` before the clip levels change.
     """
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, ActQuantizer)]
     quantizers = [m for _, m in named]
     if not quantizers:
         return 0
-    if batches < 1:
-        raise CalibrationError(f"calibration needs at least one batch, got batches={batches}")
+    taken = take_batches(data, batches)
     was_training = model.training
     model.eval()
     device = model_device(model)
     for q in quantizers:
         q.start_calibration()
-    used = 0
     try:
-        stream = itertools.islice(data, batches)
-        for batch in tqdm(
-            stream, total=batches, desc="calibrate", disable=not progress, leave=False
+        for index, batch in enumerate(
+            tqdm(taken, desc="calibrate", disable=not progress, leave=False), start=1
         ):
-            run_batch(model, batch, device)
-            used += 1
-        if used == 0:
-            raise CalibrationError("the calibration data yielded no batches")
+            run_checked(model, batch, device, index)
         for name, q in named:
             try:
                 q.finish_calibration()
@@ -70,4 +87,4 @@ def calibrate(
         for q in quantizers:
             q._samples = None
         model.train(was_training)
-    return used
+    return len(taken)

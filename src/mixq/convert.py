@@ -1,9 +1,12 @@
-"""Model conversion by module swap: ``quantize(model, recipe, ...)`` returns a quantised copy."""
+"""Model conversion by module swap: ``quantize(model, recipe, ...)`` returns a quantised copy.
+
+Which module types are swapped, and for what, is the registry of :mod:`mixq.mappings`
+(Conv2d and Linear built in; :func:`mixq.register_layer_mapping` adds more).
+"""
 
 from __future__ import annotations
 
 import copy
-import itertools
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,32 +17,37 @@ from torch import nn
 
 from mixq.allocation.rows import RowStats, assign_rows
 from mixq.assignment import RowAssignment
-from mixq.calibrate import calibrate
+from mixq.calibrate import calibrate, take_batches
 from mixq.errors import (
+    FloatLayerWarning,
     NonFiniteWeightError,
     NoQuantizableLayerError,
     RecipeError,
+    UnfoldedBatchNormWarning,
     UnsupportedLayerError,
     UnusedRuleWarning,
 )
 from mixq.fold import find_conv_bn_pairs
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from mixq.mappings import (
+    is_quantizable,
+    layer_builder,
+    mapped_types,
+    unfolded_batchnorms,
+    unsupported_weight_layers,
+)
 from mixq.nn.weight_quant import quantization_errors
 from mixq.plan import Plan
 from mixq.ptq.rounding import apply_error_feedback
 from mixq.recipe import LayerConfig, Recipe
 from mixq.scoring import RowScorer, get_scorer, row_shape
 
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)  # the built-ins
 
 
 def quantizable_layer_names(model: nn.Module) -> list[str]:
-    """Names of the Conv2d and Linear layers not yet quantised, in module order."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, QUANTIZABLE_TYPES) and not isinstance(module, QUANT_LAYERS)
-    ]
+    """Names of the layers a mapping covers (Conv2d, Linear, registered types) not yet
+    quantised, in module order."""
+    return [name for name, module in model.named_modules() if is_quantizable(module)]
 
 
 def quantize(
@@ -47,7 +55,7 @@ def quantize(
     recipe: Recipe | str | Path | Mapping[str, Any] = "rmsmp",
     *,
     calibration_data: Iterable[Any] | None = None,
-    calibration_batches: int = 8,
+    calibration_batches: int | None = None,
     row_scorer: str | RowScorer | None = None,
     plan: Plan | None = None,
     inplace: bool = False,
@@ -56,9 +64,15 @@ def quantize(
     """Return a copy of ``model`` whose Conv2d/Linear layers are quantised per ``recipe``.
 
     Weights get their row assignment and clip levels at once; activation quantisers are
-    calibrated on ``calibration_data`` (batches as a model input, an ``(input, target)``
-    pair, or a dict of keyword inputs), and with the recipe's ``weight_rounding="gptq"``
-    (the default) the weights are then rounded with error feedback on the same batches.
+    calibrated on the first ``calibration_batches`` (default 8; more data without an
+    explicit count gives a :class:`~mixq.errors.CalibrationDataWarning`) batches of
+    ``calibration_data`` (batches as a model input, an ``(input, target)`` pair, or a dict
+    of keyword inputs), and with the recipe's ``weight_rounding="gptq"`` (the default) the
+    weights are then rounded with error feedback on the same batches. GPTQ writes the
+    rounded-with-feedback values into the layers' float weights (the float copy the
+    quantiser reads): the returned model's float weights are no longer the input model's,
+    so evaluating it with quantisation switched off does not show the float model; keep
+    ``model`` itself (``quantize`` copies it unless ``inplace``) for that.
     Without data, weights are rounded to nearest and activation quantisers stay
     uncalibrated until :func:`mixq.calibrate` runs. ``row_scorer`` overrides the recipe's
     (a Hessian scorer, say). A ``plan`` (from an allocation method) overrides the recipe
@@ -76,6 +90,11 @@ def quantize(
     {'sp2-4': 8, 'fixed-4': 8}
     """
     recipe = Recipe.coerce(recipe)
+    # Batches are checked (form, count) before any work; a generator is read once here
+    # because calibration and rounding both read them.
+    batches = (
+        None if calibration_data is None else take_batches(calibration_data, calibration_batches)
+    )
     target = model if inplace else copy.deepcopy(model)
     fixed_rows: dict[str, RowAssignment] = {}
     if plan is not None:
@@ -90,6 +109,7 @@ def quantize(
             f"({len(names)} Conv2d/Linear layers found, all skipped or none present)"
         )
     bn_pairs = find_conv_bn_pairs(target) if recipe.fold_bn else {}
+    _warn_float_layers(target)
     scorer = get_scorer(row_scorer if row_scorer is not None else recipe.row_scorer)
     for name, config in configs.items():
         if config is not None:
@@ -98,17 +118,55 @@ def quantize(
             )
             if name == "":  # the model is itself a single layer
                 target = swapped
-    if calibration_data is None:
+    _check_all_finite(target)  # the layers left in float (swapped ones were checked)
+    if recipe.fold_bn:
+        _warn_unfolded_bn(target, foldable=set(bn_pairs.values()))
+    if batches is None:
         return target
-    # Calibration and rounding both read the batches: fetch them once (a generator would
-    # be exhausted by the first pass).
-    batches = list(itertools.islice(calibration_data, calibration_batches))
-    calibrate(target, batches, batches=calibration_batches, progress=progress)
+    calibrate(target, batches, batches=len(batches), progress=progress)
     if recipe.weight_rounding == "gptq":
-        apply_error_feedback(target, batches, batches=calibration_batches, progress=progress)
+        apply_error_feedback(target, batches, batches=len(batches), progress=progress)
         # Activation ranges were measured with nearest-rounded weights: measure again.
-        calibrate(target, batches, batches=calibration_batches, progress=progress)
+        calibrate(target, batches, batches=len(batches), progress=progress)
     return target
+
+
+def _check_all_finite(model: nn.Module) -> None:
+    """Every float tensor of the model, quantised layers or not (a corrupt weights file)."""
+    for key, tensor in model.state_dict().items():
+        floating = torch.is_tensor(tensor) and tensor.is_floating_point()
+        if floating and not bool(torch.isfinite(tensor).all()):
+            module, _, tensor_name = key.rpartition(".")
+            raise NonFiniteWeightError(
+                f"layer {module!r}: {tensor_name} contains NaN or Inf values"
+            )
+
+
+def _warn_float_layers(model: nn.Module) -> None:
+    names = unsupported_weight_layers(model)
+    if names:
+        kinds = sorted({type(model.get_submodule(n)).__name__ for n in names})
+        warnings.warn(
+            f"{len(names)} layer(s) of type {', '.join(kinds)} stay in float (no quantised "
+            f"mapping; mixq.register_layer_mapping adds one): {', '.join(names[:8])}"
+            + (" ..." if len(names) > 8 else ""),
+            FloatLayerWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_unfolded_bn(model: nn.Module, foldable: set[str]) -> None:
+    # A foldable BN left alone belongs to a conv the recipe skips: expected, not warned.
+    left = [n for n in unfolded_batchnorms(model) if n not in foldable]
+    if left:
+        warnings.warn(
+            f"BatchNorm layer(s) not folded, kept in float: {', '.join(left[:8])}"
+            + (" ..." if len(left) > 8 else "")
+            + " (only a BatchNorm2d fed by a Conv2d used once, and feeding it alone, is "
+            "folded; the integer engine cannot run the rest)",
+            UnfoldedBatchNormWarning,
+            stacklevel=3,
+        )
 
 
 def _check_plan(model: nn.Module, plan: Plan) -> None:
@@ -129,10 +187,11 @@ def _check_rules(model: nn.Module, recipe: Recipe) -> list[str]:
     modules = dict(model.named_modules())
     for rule in recipe.rules:
         module = modules.get(rule.match)
-        if module is not None and not rule.skip and not isinstance(module, QUANTIZABLE_TYPES):
+        if module is not None and not rule.skip and not is_quantizable(module):
+            kinds = ", ".join(t.__name__ for t in mapped_types())
             raise UnsupportedLayerError(
                 f"rule {rule.match!r} targets a {type(module).__name__}; mixq quantises "
-                "Conv2d and Linear layers"
+                f"{kinds} layers (mixq.register_layer_mapping adds more)"
             )
     for rule in recipe.unused_rules(names):
         warnings.warn(
@@ -156,17 +215,16 @@ def _swap_layer(
     bn = model.get_submodule(bn_name) if bn_name else None
     _check_finite(name, float_layer, bn)
     placeholder = RowAssignment.uniform(config.ratio.candidates[0], float_layer.weight.shape[0])
-    kwargs = {
-        "act_bits": config.act_bits,
-        "act_signed": config.act_signed,
-        "act_method": recipe.act_method,
-    }
-    if isinstance(float_layer, nn.Conv2d):
-        layer: QuantConv2d | QuantLinear = QuantConv2d.from_float(
-            float_layer, placeholder, bn=bn, **kwargs
-        )
-    else:
-        layer = QuantLinear.from_float(float_layer, placeholder, **kwargs)
+    build = layer_builder(float_layer)
+    assert build is not None, "quantizable_layer_names lists only mapped layers"
+    layer: Any = build(
+        float_layer,
+        placeholder,
+        bn=bn,
+        act_bits=config.act_bits,
+        act_signed=config.act_signed,
+        act_method=recipe.act_method,
+    )
     w_rows = layer.weight_rows().detach()
     assignment = fixed_rows or _assign(name, w_rows, config, recipe, scorer)
     layer.weight_quant.set_assignment(assignment)
