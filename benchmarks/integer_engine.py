@@ -1,212 +1,290 @@
-"""Integer-only ResNet-20 on the CIFAR-10 JPEG test set: agreement with the fake-quantised
-model, packed size, and CPU throughput of every engine.
+"""Integer-only ResNet-20 (and ResNet-32) on CIFAR-10: CPU throughput of every engine
+against onnxruntime's own int8 quantisation of the same float network, and agreement of the
+deployed integer model with the model the user evaluated.
 
-The pretrained ResNet-20 is quantised with RMSMP (PTQ, GPTQ rounding, first and last layer
-Fixed-8 with 8-bit inputs) and converted with ``mixq.to_integer``. Agreement rows count the
-test images whose prediction differs from the fake-quantised model's, per engine, and the
-input levels that differ when each layer is fed the fake-quantised model's levels
-(teacher-forced) or runs on its own (free-running). Throughput rows time float eager, the
-fake-quantised model, the integer reference engine (int64, PoT/SP2 rows as shift-adds),
-the int8 path (oneDNN int8 GEMM) and onnxruntime on the exported ONNX, at batch 1 and 64,
-in alternating rounds so that every engine sees the same machine load.
+Throughput rows (``kind: throughput``), all timed in one run, in alternating rounds so that
+every engine sees the same machine load, at each batch size and thread count:
 
-    python benchmarks/integer_engine.py --act-bits 4
+- ``fp32``: torch eager float; ``ort-fp32``: onnxruntime on the float ONNX export;
+- ``ort-int8-peer``: ``onnxruntime.quantization.quantize_static`` of the float ONNX (QDQ,
+  per-channel int8 weights, uint8 activations, ``--calib-images`` CIFAR train images);
+- ``mixq-reference``, ``mixq-int8``, ``mixq-fast``: mixq's integer engines on the RMSMP
+  model (``--act-bits``); ``mixq-qdq-ort``: mixq's QDQ export in onnxruntime, where
+  ``mixq.export`` provides it.
+
+``speedup_vs_fp32_ratio`` divides each engine's images/s by fp32's in the same rounds.
+With ``--agreement``, rows per preset at A4 and A8 (``kind: agreement``): top-1 of the
+fake-quantised model and of the deployed model on the fast engine, the predictions that
+differ between them, and the integers that differ between the fast and int8 engines.
+
+    python benchmarks/integer_engine.py                      # timing only, a few minutes
+    python benchmarks/integer_engine.py --agreement --models resnet20 resnet32
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from _common import add_run_options, start_run, write_result
+from torch import nn
 
 import mixq
 from mixq.data import cifar10_loader
-from mixq.integer.agreement import compare_layers
-from mixq.integer.onnx_export import export_onnx, onnx_session, run_onnx
-from mixq.integer.packed import packed_size, save_packed
-from mixq.models import load_pretrained_cifar_resnet, resnet20
+from mixq.models import load_pretrained_cifar_resnet, resnet20, resnet32
 
-Predict = Callable[[torch.Tensor], torch.Tensor]
+Predict = Callable[[torch.Tensor], Any]
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+BUILDERS = {"resnet20": resnet20, "resnet32": resnet32}
+PRESETS = ("fixed4", "pot4", "sp2-4", "fixed8", "msp", "rmsmp")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10000, help="test images (max 10000)")
+    parser.add_argument("--models", nargs="+", default=["resnet20"], choices=list(WEIGHTS))
+    parser.add_argument("--act-bits", type=int, default=4, help="of the timed mixq model")
     parser.add_argument("--calib-images", type=int, default=512)
-    parser.add_argument("--act-bits", type=int, default=4)
-    parser.add_argument("--layer-images", type=int, default=1000, help="for layer agreement")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=5, help="timing rounds (median)")
-    add_run_options(parser, threads=2)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per engine and round")
+    parser.add_argument("--reference-timing", action="store_true", help="time the slow one")
+    parser.add_argument("--agreement", action="store_true", help="agreement rows per preset")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--images", type=int, default=10000, help="agreement test images")
+    add_run_options(parser, threads=1)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     root = start_run(args)
-    model = load_pretrained_cifar_resnet(
-        resnet20(), root / "resnet-cifar10" / "resnet20-12fca82f.th"
-    ).eval()
-    limit = None if args.images >= 10000 else args.images
-    test = list(cifar10_loader(root / "cifar10-jpeg", "test", 250, limit=limit))
-    calib = list(cifar10_loader(root / "cifar10-jpeg", "train", 64, limit=args.calib_images))
-    recipe = mixq.Recipe.preset("rmsmp", act_bits=args.act_bits)
-    start = time.perf_counter()
-    quantized = mixq.quantize(
-        model, recipe, calibration_data=calib, calibration_batches=len(calib), progress=False
-    ).eval()
-    print(f"quantised in {time.perf_counter() - start:.0f} s", flush=True)
-    example = test[0][0][:1]
-    engines = _engines(model, quantized, example)
-    print(f"converted and exported in {time.perf_counter() - start:.0f} s", flush=True)
-    rows = _agreement_rows(engines, test)
-    rows += _layer_rows(quantized, engines, test, args.layer_images)
-    rows.append(_size_row(engines))
-    rows += _throughput_rows(engines, test[0][0], args.runs)
-    summary = mixq.describe(quantized)
+    rows: list[dict[str, Any]] = []
     settings = {
-        "model": "resnet20",
         "method": "rmsmp",
         "act_bits": args.act_bits,
         "first_last_bits": 8,
-        "eq_bits": round(summary.eq_bits, 4),
-        "images": sum(len(y) for _, y in test),
         "calibration_images": args.calib_images,
-        "layer_agreement_images": args.layer_images,
         "runs": args.runs,
-        "fine_bits": mixq.integer.FINE_BITS,
+        "seconds_per_round": args.seconds,
+        "load_average_start": os.getloadavg(),
     }
+    for name in args.models:
+        float_model = load_pretrained_cifar_resnet(
+            BUILDERS[name](), root / "resnet-cifar10" / WEIGHTS[name]
+        ).eval()
+        calib = list(cifar10_loader(root / "cifar10-jpeg", "train", 64, limit=args.calib_images))
+        test_batch = next(iter(cifar10_loader(root / "cifar10-jpeg", "test", 64, limit=64)))[0]
+        engines = build_engines(float_model, calib, test_batch, args)
+        rows += [{"model": name, **row} for row in throughput_rows(engines, test_batch, args)]
+        if args.agreement:
+            test = list(cifar10_loader(root / "cifar10-jpeg", "test", 250, limit=args.images))
+            for row in agreement_rows(float_model, calib, test, args):
+                rows.append({"model": name, **row})
+                print(rows[-1], flush=True)
+    settings["load_average_end"] = os.getloadavg()
     path = write_result("integer_engine", settings, rows, args.output)
     print(f"wrote {path}")
 
 
-def _engines(model: torch.nn.Module, quantized: torch.nn.Module, example: torch.Tensor) -> dict:
-    reference = mixq.to_integer(quantized, example, engine="reference")
-    int8 = mixq.to_integer(quantized, example, engine="int8")
-    folder = Path(tempfile.mkdtemp())
-    export_onnx(reference, example, folder / "resnet20.onnx")
-    save_packed(reference, folder / "resnet20.packed.safetensors")
-    session = onnx_session(folder / "resnet20.onnx", threads=torch.get_num_threads())
-    return {
+def quantize(model: nn.Module, calib: list, preset: str, act_bits: int) -> nn.Module:
+    recipe = mixq.Recipe.preset(preset, act_bits=act_bits)
+    images = [x for x, _ in calib]
+    return mixq.quantize(
+        model, recipe, calibration_data=images, calibration_batches=len(images), progress=False
+    ).eval()
+
+
+# -- engines ------------------------------------------------------------------------------
+
+
+def build_engines(
+    model: nn.Module, calib: list, example: torch.Tensor, args: argparse.Namespace
+) -> dict[str, dict[int, Predict]]:
+    """Per engine, per thread count, a predictor (onnxruntime sessions are per thread
+    count; torch engines read ``torch.set_num_threads`` when called)."""
+    start = time.perf_counter()
+    quantized = quantize(model, calib, "rmsmp", args.act_bits)
+    one = example[:1]
+    reference = mixq.to_integer(quantized, one, engine="reference")
+    from mixq.integer.fast import lower
+
+    torch_engines: dict[str, Predict] = {
         "fp32": model,
-        "fake-quant": quantized,
-        "integer-reference": reference,
-        "integer-int8": int8,
-        "onnxruntime": session,
-        "_folder": folder,
+        "mixq-int8": mixq.to_integer(quantized, one, engine="int8").forward_integer,
+        "mixq-fast": lower(reference).forward_integer,
     }
+    if args.reference_timing:
+        torch_engines["mixq-reference"] = reference.forward_integer
+    folder = Path(tempfile.mkdtemp())
+    float_path = export_float_onnx(model, one, folder / "float.onnx")
+    peer_path = ort_int8_peer(float_path, calib, folder / "peer-int8.onnx")
+    onnx_files = {"ort-fp32": float_path, "ort-int8-peer": peer_path}
+    qdq = mixq_qdq_export(reference, quantized, one, folder / "mixq-qdq.onnx")
+    if qdq is not None:
+        onnx_files["mixq-qdq-ort"] = qdq
+    engines: dict[str, dict[int, Predict]] = {}
+    for name, predict in torch_engines.items():
+        engines[name] = dict.fromkeys(args.thread_counts, predict)
+    for name, file in onnx_files.items():
+        engines[name] = {t: ort_predictor(file, t) for t in args.thread_counts}
+    print(f"engines built in {time.perf_counter() - start:.0f} s: {list(engines)}", flush=True)
+    return engines
 
 
-def _predictor(engine: Any) -> Predict:
-    if isinstance(engine, torch.nn.Module):
-        return engine
-    return lambda x: run_onnx(engine, x)
+def export_float_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, opset_version=17,
+        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )  # fmt: skip
+    return path
+
+
+def ort_int8_peer(float_path: Path, calib: list, path: Path) -> Path:
+    """onnxruntime's own static quantisation: QDQ, per-channel int8 weights, uint8
+    activations, calibrated on the same images mixq calibrates on."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[torch.Tensor] = iter(x for x, _ in calib)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"x": batch.numpy()}
+
+    prepared = path.with_suffix(".pre.onnx")
+    quant_pre_process(str(float_path), str(prepared))
+    quantize_static(
+        str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    return path
+
+
+def mixq_qdq_export(
+    reference: nn.Module, quantized: nn.Module, example: torch.Tensor, path: Path
+) -> Path | None:
+    """mixq's standard QDQ ONNX, where ``mixq.export`` provides ``export_qdq``."""
+    try:
+        from mixq.export import export_qdq  # type: ignore[attr-defined]
+    except ImportError:
+        print("mixq.export.export_qdq not available: no mixq-qdq-ort rows", flush=True)
+        return None
+    try:
+        export_qdq(reference, example, path)
+    except TypeError:
+        export_qdq(quantized, example, path)
+    return path
+
+
+def ort_predictor(path: Path, threads: int) -> Predict:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+# -- throughput ---------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def _agreement_rows(engines: dict, test: list) -> list[dict[str, Any]]:
-    names = ["fp32", "fake-quant", "integer-reference", "integer-int8", "onnxruntime"]
-    correct = dict.fromkeys(names, 0)
-    disagreements = dict.fromkeys(names, 0)
-    seconds = dict.fromkeys(names, 0.0)
-    total = 0
-    for images, labels in test:
-        predicted = {}
-        for name in names:
-            start = time.perf_counter()
-            predicted[name] = _predictor(engines[name])(images).argmax(1)
-            seconds[name] += time.perf_counter() - start
-        for name in names:
-            correct[name] += int((predicted[name] == labels).sum())
-            disagreements[name] += int((predicted[name] != predicted["fake-quant"]).sum())
-        total += len(labels)
-        print(f"{total} images: " + ", ".join(f"{n} {correct[n] / total:.4f}" for n in names))
-    return [
-        {
-            "kind": "agreement",
-            "engine": name,
-            "top1": correct[name] / total,
-            "disagreements": disagreements[name] if name != "fp32" else None,
-            "eval_s": round(seconds[name], 1),
-        }
-        for name in names
-    ]
-
-
-def _layer_rows(quantized: torch.nn.Module, engines: dict, test: list, images: int) -> list:
-    batches = [x for x, _ in test][: max(1, images // 250)]
+def throughput_rows(
+    engines: dict[str, dict[int, Predict]], images: torch.Tensor, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     rows = []
-    for forced in (True, False):
-        reference = engines["integer-reference"]
-        layers = compare_layers(quantized, reference, batches, teacher_forced=forced)
-        elements = sum(layer.elements for layer in layers)
-        mismatches = sum(layer.mismatches for layer in layers)
-        rows.append(
-            {
-                "kind": "layer_agreement",
-                "engine": "integer-reference",
-                "teacher_forced": forced,
-                "levels": elements,
-                "mismatched_levels": mismatches,
-                "mismatch_rate": mismatches / elements,
-                "max_abs_diff": max(layer.max_abs_diff for layer in layers),
-                "per_layer": {layer.name: layer.mismatches for layer in layers},
+    for threads in args.thread_counts:
+        torch.set_num_threads(threads)
+        for batch in args.batches:
+            x = images[:batch].contiguous()
+            calls = {name: calls_per_round(p[threads], x, args.seconds) for name, p in engines.items()}
+            timings: dict[str, list[float]] = {name: [] for name in engines}
+            for _ in range(args.runs):
+                for name, per_thread in engines.items():  # alternating rounds
+                    predict = per_thread[threads]
+                    start = time.perf_counter()
+                    for _ in range(calls[name]):
+                        predict(x)
+                    timings[name].append((time.perf_counter() - start) / (calls[name] * batch))
+            base = statistics.median(timings["fp32"])
+            for name in engines:
+                per_image = statistics.median(timings[name])
+                rows.append(
+                    {
+                        "kind": "throughput",
+                        "engine": name,
+                        "batch": batch,
+                        "threads": threads,
+                        "images_per_s": round(1.0 / per_image, 1),
+                        "speedup_vs_fp32_ratio": round(base / per_image, 3),
+                        "load_average": round(os.getloadavg()[0], 2),
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
+def calls_per_round(predict: Predict, x: torch.Tensor, seconds: float) -> int:
+    predict(x)  # warm-up (and the one-off kernel build)
+    start = time.perf_counter()
+    predict(x)
+    return max(1, round(seconds / max(time.perf_counter() - start, 1e-6)))
+
+
+# -- agreement ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def agreement_rows(
+    model: nn.Module, calib: list, test: list, args: argparse.Namespace
+) -> Iterator[dict[str, Any]]:
+    from mixq.integer.fast import lower
+
+    for preset in args.presets:
+        for act_bits in (4, 8):
+            quantized = quantize(model, calib, preset, act_bits)
+            example = test[0][0][:1]
+            fast = lower(mixq.to_integer(quantized, example, engine="reference"))
+            int8 = mixq.to_integer(quantized, example, engine="int8")
+            correct_fake = correct_fast = differ = integer_mismatch = total = 0
+            for images, labels in test:
+                fake = quantized(images).argmax(1)
+                out = fast.forward_integer(images)
+                integer_mismatch += int((out != int8.forward_integer(images)).any(1).sum())
+                predicted = out.argmax(1)
+                correct_fake += int((fake == labels).sum())
+                correct_fast += int((predicted == labels).sum())
+                differ += int((predicted != fake).sum())
+                total += len(labels)
+            yield {
+                "kind": "agreement",
+                "preset": preset,
+                "act_bits": act_bits,
+                "images": total,
+                "top1_fake_quant": correct_fake / total,
+                "top1": correct_fast / total,
+                "disagreements": differ,
+                "fast_vs_int8_images_with_different_integers": integer_mismatch,
             }
-        )
-        print(rows[-1])
-    return rows
-
-
-def _size_row(engines: dict) -> dict[str, Any]:
-    size = packed_size(engines["integer-reference"])
-    file = engines["_folder"] / "resnet20.packed.safetensors"
-    return {
-        "kind": "size",
-        "packed_weight_bytes": size.weight_bytes,
-        "float_weight_bytes": size.float_weight_bytes,
-        "other_bytes": size.other_bytes,
-        "file_bytes": file.stat().st_size,
-        "onnx_file_bytes": (engines["_folder"] / "resnet20.onnx").stat().st_size,
-        "compression_ratio": round(size.float_weight_bytes / size.weight_bytes, 3),
-    }
-
-
-@torch.no_grad()
-def _throughput_rows(engines: dict, images: torch.Tensor, runs: int) -> list[dict[str, Any]]:
-    names = ["fp32", "fake-quant", "integer-reference", "integer-int8", "onnxruntime"]
-    rows = []
-    for batch, calls in ((1, 64), (64, 4)):
-        x = images[:batch]
-        timings: dict[str, list[float]] = {name: [] for name in names}
-        for name in names:
-            _predictor(engines[name])(x)  # warm-up
-        for _ in range(runs):
-            for name in names:  # alternating rounds: every engine sees the same load
-                predict = _predictor(engines[name])
-                start = time.perf_counter()
-                for _ in range(calls):
-                    predict(x)
-                timings[name].append((time.perf_counter() - start) / (calls * batch))
-        base = statistics.median(timings["fp32"])
-        for name in names:
-            per_image = statistics.median(timings[name])
-            rows.append(
-                {
-                    "kind": "throughput",
-                    "engine": name,
-                    "batch": batch,
-                    "images_per_s": round(1.0 / per_image, 1),
-                    "speedup_vs_fp32_ratio": round(base / per_image, 3),
-                }
-            )
-            print(rows[-1], flush=True)
-    return rows
 
 
 if __name__ == "__main__":
