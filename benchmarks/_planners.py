@@ -1,0 +1,196 @@
+"""The allocation methods of the comparison benchmarks, at 4- or 3-bit equivalent weights:
+each method's recipe, its size target, and the planners (Hessian RMSMP, HAWQ-V3 ILP, DFQ,
+joint ILP) that turn a float model into a :class:`mixq.plan.Plan`.
+
+``allocation_compare`` introduced these planners at one size; here they take the size
+level as a parameter so that ``method_compare`` runs them at 4 and 3 bits.
+
+>>> method_ratio("msp", 3)
+'sp2-3:0.5,fixed-3:0.5'
+>>> hawq_candidates(3)
+('fixed-3', 'fixed-4', 'fixed-8')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _seeds import BenchmarkSettingsError
+from torch import nn
+
+import mixq
+from mixq.allocation.budget import Budget
+from mixq.allocation.ilp import solve_ilp
+from mixq.dfq import DfqConfig, dfq_search
+from mixq.plan import Plan
+from mixq.ratio import Ratio
+from mixq.recipe import LayerConfig, Recipe, Rule
+from mixq.sensitivity import (
+    HAWQ_CANDIDATES,
+    JOINT_CANDIDATES,
+    HutchinsonConfig,
+    SensitivityTable,
+    hessian_rmsmp_plan,
+    hutchinson_traces,
+    perturbation_table,
+)
+
+EDGE = "fixed-8"  # first and last layer, with 8-bit inputs, in every method
+EQ_BITS = (4, 3)
+# Methods whose recipe is one ratio for every middle layer; the rest plan per layer/row.
+RATIO_METHODS = ("fixed", "sp2", "msp", "rmsmp")
+PLANNED_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "dfq", "joint-ilp")
+HESSIAN_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "joint-ilp")
+METHODS = RATIO_METHODS + PLANNED_METHODS
+
+
+def method_ratio(method: str, eq_bits: int) -> str:
+    """The ratio of every middle layer of a ratio method (RMSMP's shares at both levels;
+    the Hessian RMSMP and the size targets use the ``rmsmp`` one)."""
+    if eq_bits not in EQ_BITS:
+        raise BenchmarkSettingsError(f"eq_bits must be one of {EQ_BITS}, got {eq_bits}")
+    b = eq_bits
+    ratios = {
+        "fixed": f"fixed-{b}",
+        "sp2": f"sp2-{b}",
+        "msp": f"sp2-{b}:0.5,fixed-{b}:0.5",
+        "rmsmp": f"sp2-{b}:0.6,fixed-{b}:0.35,fixed-8:0.05",
+    }
+    base = "rmsmp" if method in PLANNED_METHODS else method
+    if base not in ratios:
+        raise BenchmarkSettingsError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    return ratios[base]
+
+
+def method_recipe(method: str, eq_bits: int, act_bits: int) -> Recipe:
+    """The method's recipe: its middle-layer ratio at ``act_bits``, first and last layer
+    Fixed-8 with 8-bit inputs. Planned methods take RMSMP's recipe (their plan overrides
+    the ratios; the recipe still fixes rounding, calibration and scheme rule)."""
+    edge_bits = max(act_bits, 8)
+    rules = tuple(Rule(m, ratio=Ratio.parse(EDGE), act_bits=edge_bits) for m in ("@first", "@last"))
+    default = LayerConfig(Ratio.parse(method_ratio(method, eq_bits)), act_bits=act_bits)
+    return Recipe(default, rules)
+
+
+def hawq_candidates(eq_bits: int) -> tuple[str, ...]:
+    return HAWQ_CANDIDATES if eq_bits == 4 else ("fixed-3", "fixed-4", "fixed-8")
+
+
+def joint_candidates(eq_bits: int) -> tuple[str, ...]:
+    if eq_bits == 4:
+        return JOINT_CANDIDATES
+    return (
+        "fixed-8",
+        "fixed-4",
+        "fixed-3",
+        "sp2-3",
+        "sp2-3:0.5,fixed-3:0.5",
+        "sp2-3:0.6,fixed-3:0.35,fixed-8:0.05",
+        "sp2-3:0.45,fixed-3:0.45,fixed-8:0.1",
+    )
+
+
+def weight_bits(model: nn.Module, recipe: Recipe) -> int:
+    """Bits of every quantised weight under ``recipe``'s ratios (rows rounded as convert does)."""
+    total = 0
+    configs = recipe.resolve(mixq.quantizable_layer_names(model))
+    for name, config in configs.items():
+        if config is None:
+            continue
+        weight = model.get_submodule(name).weight
+        counts = config.ratio.row_counts(weight.shape[0])
+        total += sum(c.bits * n for c, n in counts.items()) * weight[0].numel()
+    return int(total)
+
+
+def sensitivity_table(
+    base: nn.Module,
+    data: Iterable[Any],
+    config: HutchinsonConfig,
+    path: Path,
+    key: dict[str, Any],
+    weights: str,
+) -> SensitivityTable:
+    """The Hutchinson table of ``base`` on ``data``, reused from ``path`` when it was
+    measured with ``key`` (the settings it depends on)."""
+    key_path = path.with_suffix(".key.json")
+    if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
+        return SensitivityTable.load(path)
+    table = hutchinson_traces(
+        base, data, config, model_name="resnet20", weights_path=weights, progress=False
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.save(path)
+    key_path.write_text(json.dumps(key) + "\n")
+    return table
+
+
+def make_plan(
+    method: str,
+    base: nn.Module,
+    eq_bits: int,
+    act_bits: int,
+    *,
+    table: SensitivityTable | None,
+    train_data: Iterable[Any],
+    dfq_steps: int,
+    seed: int,
+) -> Plan | None:
+    """The plan of a planned method at the weight size of RMSMP at ``eq_bits`` (first and
+    last layer Fixed-8 in every plan); ``None`` for a ratio method."""
+    if method in RATIO_METHODS:
+        return None
+    if method in HESSIAN_METHODS and table is None:
+        raise BenchmarkSettingsError(f"{method} needs a Hessian table")
+    names = mixq.quantizable_layer_names(base)
+    edges = (names[0], names[-1])
+    recipe = method_recipe("rmsmp", eq_bits, act_bits)
+    target = weight_bits(base, recipe)
+    layer_act_bits = {n: max(act_bits, 8) if n in edges else act_bits for n in names}
+    overrides = dict.fromkeys(edges, (EDGE,))
+    if method == "rmsmp-hessian":
+        assert table is not None
+        return hessian_rmsmp_plan(base, table, recipe)
+    if method in ("hawq-v3-ilp", "joint-ilp"):
+        assert table is not None
+        joint = method == "joint-ilp"
+        options = perturbation_table(
+            base,
+            table,
+            joint_candidates(eq_bits) if joint else hawq_candidates(eq_bits),
+            overrides=overrides,
+            granularity="row" if joint else "layer",
+        )
+        return solve_ilp(
+            options, Budget(weight_bits=target), act_bits=layer_act_bits, method=method
+        )
+    return _dfq_plan(base, names, edges, target, act_bits, train_data, dfq_steps, seed)
+
+
+def _dfq_plan(
+    base: nn.Module,
+    names: Sequence[str],
+    edges: tuple[str, str],
+    target: int,
+    act_bits: int,
+    train_data: Iterable[Any],
+    steps: int,
+    seed: int,
+) -> Plan:
+    middle = [n for n in names if n not in edges]
+    middle_weights = sum(base.get_submodule(n).weight.numel() for n in middle)
+    edge_bits = sum(8 * base.get_submodule(n).weight.numel() for n in edges)
+    config = DfqConfig(
+        target_eq_bits=(target - edge_bits) / middle_weights,
+        granularity="row",
+        scheme="fixed",
+        steps=steps,
+        act_bits=act_bits,
+        seed=seed,
+    )
+    plan = dfq_search(base, train_data, config, layers=middle, progress=False).plan
+    # The searched plan covers the middle layers; the edges keep the recipe's Fixed-8.
+    return plan

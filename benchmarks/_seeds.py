@@ -1,0 +1,226 @@
+"""Seeded, resumable benchmark runs (no torch): units stored under a key of their settings,
+mean and standard error over seeds, the ranking check between epochs, the Pareto front and
+a wall-clock budget that ends a chunk of work between units.
+
+>>> mean_se([0.80, 0.82, 0.84])
+(0.82, 0.011547)
+>>> pareto_front([(1.0, 0.9), (2.0, 0.8), (1.5, 0.7)], maximise_x=True)
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mixq.errors import MixqError
+from mixq.io import atomic_write_text
+
+UNIT_FILE = "unit.json"
+
+
+class BenchmarkSettingsError(MixqError, ValueError):
+    """A benchmark driver was given settings it cannot run with (named in the message)."""
+
+
+def mean_se(values: Sequence[float], digits: int = 6) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample standard deviation / sqrt(n)); the
+    error is ``None`` for a single value, where it is not defined."""
+    if not values:
+        raise BenchmarkSettingsError("no values to average")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return round(mean, digits), None
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return round(mean, digits), round(math.sqrt(variance / n), digits)
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short digest of ``settings`` (JSON with sorted keys): equal settings, equal key.
+
+    >>> settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1})
+    True
+    >>> settings_key({"a": 1}) == settings_key({"a": 2})
+    False
+    """
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class UnitStore:
+    """Finished units under ``root``: one folder per unit, named by the unit's label and the
+    key of its settings, so a changed setting gets a fresh folder (and a fresh trainer
+    checkpoint) while an unchanged one finds its finished row or its checkpoint again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def unit_dir(self, label: str, settings: Mapping[str, Any]) -> Path:
+        return self.root / f"{label}-{settings_key(settings)}"
+
+    def load(self, label: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The finished row of this unit, or ``None`` when it has not finished with exactly
+        these settings."""
+        path = self.unit_dir(label, settings) / UNIT_FILE
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # a damaged file is a unit to redo, not a result
+        if not isinstance(saved, dict) or saved.get("settings") != _plain(settings):
+            return None
+        row = saved.get("row")
+        return row if isinstance(row, dict) else None
+
+    def save(self, label: str, settings: Mapping[str, Any], row: Mapping[str, Any]) -> Path:
+        path = self.unit_dir(label, settings) / UNIT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"settings": _plain(settings), "row": dict(row)}, indent=2) + "\n"
+        atomic_write_text(path, text)
+        return path
+
+
+def _plain(settings: Mapping[str, Any]) -> Any:
+    """``settings`` as they read back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+class WallBudget:
+    """Minutes of wall time for one chunk of work; ``None`` is no limit. Drivers ask
+    :meth:`spent` between units, so a unit is never cut in the middle by the budget."""
+
+    def __init__(self, minutes: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+            raise BenchmarkSettingsError(f"--budget-minutes must be > 0, got {minutes}")
+        self.minutes = minutes
+        self._clock = clock
+        self._start = clock()
+
+    def elapsed_minutes(self) -> float:
+        return (self._clock() - self._start) / 60.0
+
+    def spent(self) -> bool:
+        return self.minutes is not None and self.elapsed_minutes() >= self.minutes
+
+
+def ranking(means: Mapping[str, float]) -> list[str]:
+    """Names from best to worst mean (ties broken by name, so the order is stable).
+
+    >>> ranking({"a": 0.8, "b": 0.9, "c": 0.8})
+    ['b', 'a', 'c']
+    """
+    return sorted(means, key=lambda name: (-means[name], name))
+
+
+def ranking_change(per_epoch_means: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Whether the ranking of methods by mean accuracy differs between the last two epochs.
+
+    ``per_epoch_means[method]`` is the method's mean over seeds after each epoch; methods
+    with fewer than two epochs make the check undecided (``changed`` is ``None``).
+
+    >>> ranking_change({"a": [0.70, 0.80], "b": [0.75, 0.78]})["changed"]
+    True
+    >>> ranking_change({"a": [0.70, 0.80], "b": [0.65, 0.78]})["changed"]
+    False
+    """
+    epochs = {len(v) for v in per_epoch_means.values()}
+    if not per_epoch_means or min(epochs) < 2 or len(epochs) != 1:
+        return {"changed": None, "reason": "needs every method with the same >= 2 epochs"}
+    last = ranking({m: v[-1] for m, v in per_epoch_means.items()})
+    before = ranking({m: v[-2] for m, v in per_epoch_means.items()})
+    return {"changed": last != before, "last_epoch": last, "epoch_before": before}
+
+
+def pareto_front(points: Sequence[tuple[float, float]], *, maximise_x: bool) -> list[int]:
+    """Indices of the points no other point dominates, where ``y`` (accuracy) is maximised
+    and ``x`` is maximised (throughput) or minimised (size). A point equal to another in
+    both coordinates is on the front with it.
+
+    >>> pareto_front([(100.0, 0.9), (120.0, 0.8), (90.0, 0.85)], maximise_x=False)
+    [0, 2]
+    """
+    sign = 1.0 if maximise_x else -1.0
+
+    def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        ax, bx = sign * a[0], sign * b[0]
+        return ax >= bx and a[1] >= b[1] and (ax > bx or a[1] > b[1])
+
+    return [
+        i
+        for i, point in enumerate(points)
+        if not any(dominates(other, point) for j, other in enumerate(points) if j != i)
+    ]
+
+
+def aggregate(
+    units: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    group_by: Sequence[str] = ("method", "eq_bits_target"),
+    mean_fields: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per group of finished units (in first-seen order): the seeds, ``metric``'s
+    mean, standard error and per-seed values, and the mean of each of ``mean_fields``
+    (numbers, or dicts of numbers averaged per key, such as images/s per device).
+
+    >>> units = [{"method": "a", "eq_bits_target": 4, "seed": s, "top1": v}
+    ...          for s, v in [(0, 0.80), (1, 0.82), (2, 0.84)]]
+    >>> row = aggregate(units, "top1")[0]
+    >>> row["seeds"], row["top1_mean"], row["top1_se"], row["top1_per_seed"]
+    ([0, 1, 2], 0.82, 0.011547, [0.8, 0.82, 0.84])
+    """
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for unit in units:
+        groups.setdefault(tuple(unit[k] for k in group_by), []).append(unit)
+    rows = []
+    for key, members in groups.items():
+        members = sorted(members, key=lambda u: u["seed"])
+        values = [float(u[metric]) for u in members]
+        mean, se = mean_se(values)
+        row: dict[str, Any] = dict(zip(group_by, key, strict=True))
+        row["seeds"] = [u["seed"] for u in members]
+        row[f"{metric}_mean"] = mean
+        row[f"{metric}_se"] = se
+        row[f"{metric}_per_seed"] = values
+        for field in mean_fields:
+            row[field] = _mean_field([u[field] for u in members if u.get(field) is not None])
+        rows.append(row)
+    return rows
+
+
+def _mean_field(values: Sequence[Any]) -> Any:
+    if not values:
+        return None
+    if isinstance(values[0], Mapping):
+        return {k: round(sum(v[k] for v in values) / len(values), 4) for k in values[0]}
+    if isinstance(values[0], list | tuple):  # per-epoch series: mean at each position
+        length = min(len(v) for v in values)
+        return [round(sum(v[i] for v in values) / len(values), 6) for i in range(length)]
+    return round(sum(float(v) for v in values) / len(values), 4)
+
+
+def run_units(
+    pending: Sequence[Any], budget: WallBudget, run_one: Callable[[Any], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """``run_one`` on each of ``pending`` in order until ``budget`` is spent (checked
+    before each unit, so the unit running when it runs out finishes); the rows and how
+    many units are left.
+
+    >>> ticks = iter([0.0, 0.0, 30.0, 90.0])  # start, then before each unit
+    >>> rows, left = run_units([1, 2, 3], WallBudget(1.0, lambda: next(ticks)), lambda u: {"u": u})
+    >>> rows, left
+    ([{'u': 1}, {'u': 2}], 1)
+    """
+    rows: list[dict[str, Any]] = []
+    for done, unit in enumerate(pending):
+        if budget.spent():
+            return rows, len(pending) - done
+        rows.append(run_one(unit))
+    return rows, 0
