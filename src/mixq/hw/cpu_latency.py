@@ -22,9 +22,9 @@ from torch import nn
 from tqdm import tqdm
 
 from mixq.assignment import RowAssignment
-from mixq.calibrate import model_device, run_batch
 from mixq.errors import HardwareCostError
 from mixq.hw.latency import LatencyTable
+from mixq.layer_hooks import run_with_layer_hooks
 from mixq.nn.layers import QuantConv2d, QuantLinear
 from mixq.schemes import Candidate
 
@@ -87,22 +87,11 @@ def measure_cpu_latency(
 
 def _layer_inputs(model: nn.Module, example: Any) -> dict[str, tuple[nn.Module, torch.Tensor]]:
     inputs: dict[str, tuple[nn.Module, torch.Tensor]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
 
-            def record(mod: nn.Module, args: tuple[Any, ...], _out: Any, name: str = name) -> None:
-                inputs.setdefault(name, (mod, args[0].detach()))
+    def record(name: str, module: nn.Module, x: torch.Tensor, _out: torch.Tensor) -> None:
+        inputs.setdefault(name, (module, x.detach()))
 
-            handles.append(module.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
-    try:
-        run_batch(model, example, model_device(model))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    run_with_layer_hooks(model, example, record)
     return inputs
 
 
