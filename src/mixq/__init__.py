@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSummary": "mixq.summary",
     "LayerSummary": "mixq.summary",
     "set_quantization": "mixq.toggle",
+    "register_layer_mapping": "mixq.mappings",
     # recipes, ratios, schemes, plans
     "Recipe": "mixq.recipe",
     "Rule": "mixq.recipe",
@@ -102,6 +103,8 @@ _EXPORTS: dict[str, str] = {
     "UnfoldedBatchNormWarning": "mixq.errors",
     "CalibrationDataWarning": "mixq.errors",
     "UncheckedCheckpointWarning": "mixq.errors",
+    "OutputError": "mixq.errors",
+    "FastEngineUnavailableError": "mixq.errors",
 }
 
 # Spelled out for linters and IDEs; a test keeps it equal to the keys of _EXPORTS.
@@ -117,6 +120,7 @@ __all__ = [
     "DeviceError",
     "DfqConfig",
     "DfqResult",
+    "FastEngineUnavailableError",
     "FloatLayerWarning",
     "HardwareCostError",
     "HessianRowScorer",
@@ -132,6 +136,7 @@ __all__ = [
     "ModelSummary",
     "NoQuantizableLayerError",
     "NonFiniteWeightError",
+    "OutputError",
     "PackedFormatError",
     "PerturbationTable",
     "Plan",
@@ -171,6 +176,7 @@ __all__ = [
     "perturbation_table",
     "quantizable_layer_names",
     "quantize",
+    "register_layer_mapping",
     "register_row_scorer",
     "save_packed",
     "save_quantized",
@@ -225,6 +231,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
         CheckpointError,
         DataError,
         DeviceError,
+        FastEngineUnavailableError,
         FloatLayerWarning,
         HardwareCostError,
         InfeasibleBudgetError,
@@ -232,6 +239,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
         MixqError,
         NonFiniteWeightError,
         NoQuantizableLayerError,
+        OutputError,
         PackedFormatError,
         RatioError,
         RecipeError,
@@ -248,6 +256,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
     from mixq.integer.onnx_export import export_onnx
     from mixq.integer.packed import load_packed, save_packed
     from mixq.integer.qonnx_export import export_qonnx
+    from mixq.mappings import register_layer_mapping
     from mixq.nn.act_quant import ActQuantizer
     from mixq.nn.layers import QuantConv2d, QuantLinear
     from mixq.nn.weight_quant import RowWeightQuantizer

@@ -113,7 +113,7 @@ def unsupported_weight_layers(model: nn.Module) -> list[str]:
 
 def unfolded_batchnorms(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers that run on their own (not folded into a conv)."""
-    folded = {id(m.bn) for m in model.modules() if getattr(m, "bn", None) is not None}
+    folded = {id(m.bn) for m in model.modules() if isinstance(m, QuantConv2d) and m.bn is not None}
     return [
         name
         for name, m in model.named_modules()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixq.calibrate import model_device, run_batch
+from mixq.batches import check_batches, model_device, run_checked
 from mixq.plan import LayerShape
 
 
@@ -16,8 +16,10 @@ from mixq.plan import LayerShape
 def measure_layer_shapes(model: nn.Module, example: Any) -> dict[str, LayerShape]:
     """Shapes of every Conv2d/Linear (quantised or not) for one sample of ``example``.
 
-    ``example`` is a batch as :func:`mixq.calibrate` takes it; figures are per sample.
+    ``example`` is a batch as :func:`mixq.calibrate` takes it; figures are per sample. A
+    batch the model cannot take raises :class:`~mixq.errors.CalibrationError`.
     """
+    check_batches([example])
     shapes: dict[str, LayerShape] = {}
     handles = []
 
@@ -50,7 +52,7 @@ def measure_layer_shapes(model: nn.Module, example: Any) -> dict[str, LayerShape
     was_training = model.training
     model.eval()
     try:
-        run_batch(model, example, model_device(model))
+        run_checked(model, example, model_device(model), 1)
     finally:
         model.train(was_training)
         for handle in handles:
