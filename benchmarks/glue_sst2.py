@@ -1,0 +1,392 @@
+"""all-MiniLM-L6-v2 with a linear classification head on SST-2: fine-tuned in float, then
+every method at W4 and W3 equivalent, A8, after PTQ and after a short QAT with logit
+distillation from the float model; dev accuracy mean and standard error over seeds.
+
+Every nn.Linear of the encoder takes the method's ratio with 8-bit inputs; the head is
+Fixed-8; embeddings and LayerNorm stay float. The seed sets the float fine-tuning (head
+initialisation, order), the calibration subset's order, and the QAT order. Each float
+model (per seed) and each (method, eq_bits, seed) is a resumable unit under ``--work-dir``
+(as in ``method_compare``); ``--budget-minutes`` ends a chunk after the current unit.
+
+    HF_HUB_OFFLINE=1 nohup nice -n 10 python benchmarks/glue_sst2.py --seeds 0 1 2 \
+        --budget-minutes 110 > glue_sst2.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import RESULTS_DIR, add_run_options, start_run
+from _common import write_result as write_json
+from _hardware import hardware_figures, layer_shapes
+from _planners import EQ_BITS, RATIO_METHODS, method_ratio
+from _seeds import (
+    BenchmarkSettingsError,
+    UnitStore,
+    WallBudget,
+    aggregate,
+    ranking_change,
+    run_units,
+)
+from _sst2 import SentenceClassifier, TokenBatches, accuracy, load_sst2
+from torch import nn
+
+import mixq
+from mixq.errors import HardwareCostError
+from mixq.models.sentence_encoder import load_minilm
+from mixq.ratio import Ratio
+from mixq.recipe import LayerConfig, Recipe, Rule
+from mixq.train import TrainConfig, train
+
+NAME = "glue_sst2"
+HEAD = "classifier"
+MEAN_FIELDS = ("eq_bits", "accuracy_ptq", "accuracy_per_epoch", "fpga_images_per_s", "weight_kib")
+_NOT_IN_KEY = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
+_NOT_IN_KEY |= {"threads", "name", "data_root"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(RATIO_METHODS), choices=RATIO_METHODS)
+    parser.add_argument("--eq-bits", nargs="+", type=int, default=list(EQ_BITS), choices=EQ_BITS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--train-sentences", type=int, default=8000, help="float fine-tuning")
+    parser.add_argument("--qat-sentences", type=int, default=2000, help="QAT distillation")
+    parser.add_argument("--dev-sentences", type=int, default=None, help="limit (default all)")
+    parser.add_argument("--calib-sentences", type=int, default=128)
+    parser.add_argument("--float-epochs", type=int, default=1)
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5, help="float fine-tuning")
+    parser.add_argument("--qat-lr", type=float, default=2e-5)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/glue_sst2"))
+    parser.add_argument("--budget-minutes", type=float, default=None)
+    parser.add_argument("--name", default=NAME)
+    add_run_options(parser, threads=1)
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise BenchmarkSettingsError(f"--seeds must be distinct and >= 0, got {args.seeds}")
+    for name in (
+        "train_sentences",
+        "qat_sentences",
+        "calib_sentences",
+        "float_epochs",
+        "qat_epochs",
+        "batch",
+        "max_length",
+    ):
+        if getattr(args, name) < 1:
+            raise BenchmarkSettingsError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.output.resolve() == RESULTS_DIR.resolve() and len(args.seeds) < 3:
+        raise BenchmarkSettingsError(
+            "results in benchmarks/results need >= 3 seeds; write smoke runs elsewhere (--output)"
+        )
+
+
+def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
+    shared = {k: v for k, v in vars(args).items() if k not in _NOT_IN_KEY}
+    return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
+
+
+def float_config(args: argparse.Namespace, seed: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.float_epochs,
+        lr=args.lr,
+        optimizer="adamw",
+        weight_decay=0.01,
+        warmup_epochs=0.1,
+        grad_clip=1.0,
+        seed=seed,
+    )
+
+
+def qat_config(args: argparse.Namespace, seed: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.qat_epochs,
+        lr=args.qat_lr,
+        optimizer="adamw",
+        weight_decay=0.0,
+        warmup_epochs=0.1,
+        grad_clip=1.0,
+        distill="logits",
+        task_weight=1.0,
+        distill_weight=1.0,
+        temperature=2.0,
+        seed=seed,
+    )
+
+
+def method_recipe(method: str, eq_bits: int) -> Recipe:
+    default = LayerConfig(Ratio.parse(method_ratio(method, eq_bits)), act_bits=8)
+    return Recipe(default, (Rule(HEAD, ratio=Ratio.parse("fixed-8"), act_bits=8),))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall = time.perf_counter()
+    budget = WallBudget(args.budget_minutes)
+    root = start_run(args)
+    train_set = load_sst2(root / "sst-2" / "train.tsv")
+    dev_set = load_sst2(root / "sst-2" / "dev.tsv").head(args.dev_sentences)
+    encoder, tokenizer = load_minilm()
+    dev = TokenBatches(tokenizer, dev_set, 64, max_length=args.max_length)
+    store = UnitStore(args.work_dir)
+    floats: dict[int, nn.Module] = {}
+
+    def float_model(seed: int) -> nn.Module:
+        if seed not in floats:
+            floats[seed] = fine_tune_float(args, store, encoder, tokenizer, train_set, dev, seed)
+        return floats[seed]
+
+    pending = [(m, b, s) for b in args.eq_bits for m in args.methods for s in args.seeds]
+
+    def run_one(unit: tuple[str, int, int]) -> dict[str, Any]:
+        method, eq_bits, seed = unit
+        settings = unit_settings(args, method, eq_bits, seed)
+        label = f"{method}-w{eq_bits}-s{seed}"
+        row = store.load(label, settings)
+        if row is None:
+            teacher = float_model(seed)
+            row = run_unit(
+                args,
+                teacher,
+                tokenizer,
+                train_set,
+                dev,
+                store.unit_dir(label, settings),
+                method,
+                eq_bits,
+                seed,
+            )
+            store.save(label, settings, row)
+        print({k: v for k, v in row.items() if not isinstance(v, dict)}, flush=True)
+        return row
+
+    # The float models first: each is a unit, and every quantised unit of its seed needs it.
+    float_rows, left = run_units(
+        list(args.seeds), budget, lambda s: float_row(store, args, s, float_model)
+    )
+    units, left_q = run_units(pending, budget, run_one) if not left else ([], len(pending))
+    stopped = bool(left or left_q)
+    if stopped:
+        print(f"budget spent; {left + left_q} units left: rerun the same command", flush=True)
+    rows = []
+    if float_rows:
+        rows += aggregate(float_rows, "accuracy")
+    q_rows = aggregate(units, "accuracy", mean_fields=MEAN_FIELDS)
+    for row in q_rows:
+        row["act_bits"] = 8
+    rows += q_rows
+    settings = result_settings(args, q_rows, stopped, time.perf_counter() - wall)
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = write_json(args.name, settings, rows, args.output)
+    plotted = [r for r in q_rows if r.get("fpga_images_per_s")]
+    if plotted:
+        from _pareto_plot import pareto_figure
+
+        pareto_figure(
+            plotted,
+            "accuracy",
+            args.output / f"{args.name}.png",
+            "MiniLM + linear head, SST-2 dev, A8",
+        )
+    print(f"wrote {path}" + (" (partial: budget spent)" if stopped else ""))
+    return 0
+
+
+def float_row(store: UnitStore, args: argparse.Namespace, seed: int, get: Any) -> dict:
+    settings = unit_settings(args, "fp32", 32, seed)
+    row = store.load("fp32", settings)
+    if row is None:
+        get(seed)
+        row = store.load("fp32", settings)
+    assert row is not None
+    print(row, flush=True)
+    return row
+
+
+def fine_tune_float(
+    args: argparse.Namespace,
+    store: UnitStore,
+    encoder: nn.Module,
+    tokenizer: Any,
+    train_set: Any,
+    dev: TokenBatches,
+    seed: int,
+) -> nn.Module:
+    """The float classifier of ``seed``: trained once (resumable), restored from its
+    checkpoint afterwards (``train`` with every epoch done only loads it)."""
+    settings = unit_settings(args, "fp32", 32, seed)
+    unit_dir = store.unit_dir("fp32", settings)
+    torch.manual_seed(seed)  # the head's initialisation
+    model = SentenceClassifier(_copy_encoder(encoder), hidden=384)
+    data = TokenBatches(
+        tokenizer,
+        train_set.head(args.train_sentences),
+        args.batch,
+        shuffle=True,
+        seed=seed,
+        max_length=args.max_length,
+    )
+    start = time.perf_counter()
+    result = train(
+        model,
+        data,
+        float_config(args, seed),
+        evaluate=lambda m: {"accuracy": accuracy(m, dev)},
+        output_dir=unit_dir / "train",
+        resume=True,
+        progress=False,
+    )
+    model.eval()
+    if store.load("fp32", settings) is None:
+        store.save(
+            "fp32",
+            settings,
+            {
+                "method": "fp32",
+                "eq_bits_target": 32,
+                "seed": seed,
+                "eq_bits": 32.0,
+                "accuracy": result.history[-1].metrics["accuracy"],
+                "train_s_this_chunk": round(time.perf_counter() - start, 1),
+            },
+        )
+    return model
+
+
+def _copy_encoder(encoder: nn.Module) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(encoder)
+    clone.normalize = False  # the head reads the mean-pooled embedding as it is
+    return clone
+
+
+def run_unit(
+    args: argparse.Namespace,
+    teacher: nn.Module,
+    tokenizer: Any,
+    train_set: Any,
+    dev: TokenBatches,
+    unit_dir: Path,
+    method: str,
+    eq_bits: int,
+    seed: int,
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    # QAT sentences follow the float ones, so distillation sees text the teacher was not
+    # fitted on; calibration uses the first ones in the seed's order.
+    offset = args.train_sentences
+    qat_set = dataclasses.replace(
+        train_set,
+        sentences=train_set.sentences[offset : offset + args.qat_sentences],
+        labels=train_set.labels[offset : offset + args.qat_sentences],
+    )
+    calib_source = TokenBatches(
+        tokenizer,
+        train_set.head(args.calib_sentences),
+        args.batch,
+        shuffle=True,
+        seed=seed,
+        max_length=args.max_length,
+    )
+    calib = [{k: v for k, v in b.items() if k != "labels"} for b in calib_source]
+    model = mixq.quantize(
+        teacher,
+        method_recipe(method, eq_bits),
+        calibration_data=calib,
+        calibration_batches=len(calib),
+        progress=False,
+    )
+    ptq = accuracy(model, dev)
+    ptq_s = time.perf_counter() - start
+    data = TokenBatches(
+        tokenizer, qat_set, args.batch, shuffle=True, seed=seed, max_length=args.max_length
+    )
+    result = train(
+        model,
+        data,
+        qat_config(args, seed),
+        teacher=teacher,
+        evaluate=lambda m: {"accuracy": accuracy(m, dev)},
+        output_dir=unit_dir / "train",
+        resume=True,
+        progress=False,
+    )
+    per_epoch = [r.metrics["accuracy"] for r in result.history]
+    summary = mixq.describe(model)
+    row: dict[str, Any] = {
+        "method": method_name(method, eq_bits),
+        "eq_bits_target": eq_bits,
+        "seed": seed,
+        "eq_bits": round(summary.eq_bits, 4),
+        "accuracy_ptq": ptq,
+        "accuracy": per_epoch[-1],
+        "accuracy_per_epoch": per_epoch,
+        "model_kib": round(summary.weight_kib, 1),
+        "ptq_s": round(ptq_s, 1),
+        "unit_s_this_chunk": round(time.perf_counter() - start, 1),
+    }
+    try:
+        shapes = layer_shapes(teacher, calib[0])
+        row.update(hardware_figures(model, shapes, act_bits=8))
+        row["fpga_note"] = "linear layers only (attention score products not costed)"
+    except (HardwareCostError, KeyError, ValueError) as exc:
+        row["fpga_note"] = f"not costed: {exc}"
+    return row
+
+
+def method_name(method: str, eq_bits: int) -> str:
+    return {"fixed": f"fixed{eq_bits}", "sp2": f"sp2-{eq_bits}"}.get(method, method)
+
+
+def result_settings(
+    args: argparse.Namespace, rows: list[dict], stopped: bool, wall_s: float
+) -> dict[str, Any]:
+    convergence = {}
+    for eq_bits in args.eq_bits:
+        series = {
+            r["method"]: r["accuracy_per_epoch"]
+            for r in rows
+            if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == len(args.seeds)
+        }
+        convergence[f"w{eq_bits}"] = ranking_change(series)
+    return {
+        "model": "all-MiniLM-L6-v2, mean pooling, linear head (Fixed-8)",
+        "act_bits": 8,
+        "quantised": "every nn.Linear of the encoder at the method's ratio; embeddings, "
+        "LayerNorm float",
+        "seeds": args.seeds,
+        "train_sentences": args.train_sentences,
+        "qat_sentences": args.qat_sentences,
+        "dev_sentences": args.dev_sentences or "all (6735, a split of GLUE's training set)",
+        "calibration_sentences": args.calib_sentences,
+        "float": float_config(args, 0).to_dict() | {"seed": "the unit's seed"},
+        "qat": qat_config(args, 0).to_dict() | {"seed": "the unit's seed"},
+        "max_length": args.max_length,
+        "convergence_check": "dev accuracy after every QAT epoch; 'changed': the ranking "
+        "of methods by mean differs between the last two epochs",
+        "convergence": convergence,
+        "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
+        "wall_s_this_chunk": round(wall_s),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
