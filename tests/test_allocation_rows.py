@@ -161,3 +161,25 @@ def test_bad_rule_and_missing_errors() -> None:
         assign_rows(ratio, stats, "hessian")  # type: ignore[arg-type]
     with pytest.raises(RatioError, match="needs per-row errors for sp2-4, fixed-4"):
         assign_rows(ratio, stats, "error")
+
+
+def test_assign_layer_rows_is_the_explicit_rule_and_skips_scoring_for_one_candidate() -> None:
+    import torch
+
+    from mixq.allocation.rows import assign_layer_rows, candidate_row_errors
+    from mixq.scoring import row_shape
+
+    torch.manual_seed(0)
+    w = torch.randn(12, 9)
+    ratio = Ratio.parse("sp2-4:0.5,fixed-4:0.25,fixed-8:0.25")
+    scores = np.linspace(0.0, 1.0, 12)[::-1].copy()
+    errors = candidate_row_errors(w, ratio.candidates, "max")
+    explicit = assign_rows(ratio, RowStats(scores, row_shape(w), errors), "error")
+    shared = assign_layer_rows(w, ratio, lambda: scores, "error", "max")
+    assert shared.row_candidates() == explicit.row_candidates()
+
+    def never() -> np.ndarray:
+        raise AssertionError("a single candidate needs no row scores")
+
+    uniform = assign_layer_rows(w, Ratio.parse("fixed-4"), never)
+    assert {str(c) for c in uniform.row_candidates()} == {"fixed-4"}

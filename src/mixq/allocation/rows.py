@@ -12,9 +12,9 @@ bits, as many as the ratio gives them. Then, among rows of equal bits, the schem
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -23,6 +23,11 @@ from mixq.assignment import RowAssignment
 from mixq.errors import RatioError
 from mixq.ratio import Ratio
 from mixq.schemes import Candidate, Scheme
+
+if TYPE_CHECKING:  # torch only for the functions that take a layer's weights
+    from torch import Tensor
+
+    from mixq.scale_init import ScaleMethod
 
 SchemeRule = Literal["variance", "error"]
 
@@ -73,6 +78,50 @@ def assign_rows(ratio: Ratio, stats: RowStats, rule: SchemeRule = "variance") ->
         for candidate, rows_of_candidate in split.items():
             codes[rows_of_candidate] = index[candidate]
     return RowAssignment(candidates, codes)
+
+
+def assign_layer_rows(
+    w_rows: Tensor,
+    ratio: Ratio,
+    row_scores: np.ndarray | Callable[[], np.ndarray],
+    rule: SchemeRule = "variance",
+    scale_method: ScaleMethod = "max",
+    errors: Mapping[Candidate, np.ndarray] | None = None,
+) -> RowAssignment:
+    """A layer's row assignment, the one rule quantisation, the Hessian scorer and the
+    perturbation tables share: one candidate takes every row; otherwise each row's
+    sensitivity (``row_scores``, or a function giving it, called only when needed), its
+    shape and, for the error rule, its error under each candidate (measured with the clip
+    levels of ``scale_method`` unless ``errors`` are given) decide through :func:`assign_rows`.
+
+    >>> import torch
+    >>> w = torch.tensor([[0.1, -0.2], [0.9, 0.05], [0.3, 0.3], [-0.5, 0.4]])
+    >>> a = assign_layer_rows(w, Ratio.parse("fixed-4:0.5,fixed-8:0.5"), np.array([0, 3, 1, 2]))
+    >>> [str(c) for c in a.row_candidates()]
+    ['fixed-4', 'fixed-8', 'fixed-4', 'fixed-8']
+    """
+    if len(ratio.candidates) == 1:
+        return RowAssignment.uniform(ratio.candidates[0], w_rows.shape[0])
+    if errors is None and rule == "error":
+        errors = candidate_row_errors(w_rows, ratio.candidates, scale_method)
+    scores = row_scores() if callable(row_scores) else row_scores
+    from mixq.scoring import row_shape  # torch-side; this module imports without torch
+
+    stats = RowStats(np.asarray(scores), row_shape(w_rows), dict(errors or {}))
+    return assign_rows(ratio, stats, rule)
+
+
+def candidate_row_errors(
+    w_rows: Tensor, candidates: tuple[Candidate, ...], scale_method: ScaleMethod = "max"
+) -> dict[Candidate, np.ndarray]:
+    """Each row's squared error under each candidate, with the clip levels the layer will
+    use, as float64 arrays."""
+    from mixq.nn.weight_quant import quantization_errors
+
+    return {
+        c: e.double().cpu().numpy()
+        for c, e in quantization_errors(w_rows, candidates, scale_method).items()
+    }
 
 
 def _split_by_scheme(

@@ -18,13 +18,11 @@ import numpy as np
 from torch import Tensor, nn
 
 from mixq.allocation.options import CandidateOption, LayerOptions, PerturbationTable
-from mixq.allocation.rows import RowStats, SchemeRule, assign_rows
+from mixq.allocation.rows import SchemeRule, assign_layer_rows, candidate_row_errors
 from mixq.errors import SensitivityError
-from mixq.nn.weight_quant import quantization_errors
 from mixq.ratio import Ratio
 from mixq.scale_init import ScaleMethod
 from mixq.schemes import Candidate
-from mixq.scoring import row_shape
 from mixq.sensitivity.folded import folded_float_copy
 from mixq.sensitivity.scorer import HessianRowScorer
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable
@@ -119,16 +117,14 @@ def _option(
     scale_method: ScaleMethod,
     scheme_rule: SchemeRule,
 ) -> CandidateOption:
-    errors = {
-        c: e.double().cpu().numpy()
-        for c, e in quantization_errors(w_rows, ratio.candidates, scale_method).items()
-    }
+    errors = candidate_row_errors(w_rows, ratio.candidates, scale_method)
     assignment = None
     if len(ratio.candidates) == 1:
         row_errors = errors[ratio.candidates[0]]
     else:
-        stats = RowStats(scores(ratio), row_shape(w_rows), errors)
-        assignment = assign_rows(ratio, stats, scheme_rule)
+        assignment = assign_layer_rows(
+            w_rows, ratio, lambda: scores(ratio), scheme_rule, scale_method, errors
+        )
         per_candidate = np.stack([errors[c] for c in assignment.candidates])  # (C, rows)
         row_errors = per_candidate[assignment.codes, np.arange(assignment.rows)]
     if granularity == "layer":

@@ -15,15 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor, nn
 
-from mixq.allocation.rows import RowStats, assign_rows
+from mixq.allocation.rows import assign_layer_rows
 from mixq.assignment import RowAssignment
 from mixq.convert import quantizable_layer_names
 from mixq.errors import SensitivityError
-from mixq.nn.weight_quant import quantization_errors
 from mixq.plan import LayerPlan, Plan
 from mixq.ratio import Ratio
 from mixq.recipe import Recipe
-from mixq.scoring import perturbation_scorer, row_shape
+from mixq.scoring import perturbation_scorer
 from mixq.sensitivity.folded import folded_float_copy
 from mixq.sensitivity.table import SensitivityTable
 
@@ -67,14 +66,6 @@ def hessian_rmsmp_plan(
 def _assignment(
     name: str, w_rows: Tensor, ratio: Ratio, recipe: Recipe, scorer: HessianRowScorer
 ) -> RowAssignment:
-    if len(ratio.candidates) == 1:
-        return RowAssignment.uniform(ratio.candidates[0], w_rows.shape[0])
-    errors = {}
-    if recipe.scheme_rule == "error":
-        # With the clip levels the layer will use, as mixq.quantize compares them.
-        errors = {
-            c: e.double().cpu().numpy()
-            for c, e in quantization_errors(w_rows, ratio.candidates, recipe.scale_method).items()
-        }
-    stats = RowStats(scorer(name, w_rows, ratio), row_shape(w_rows), errors)
-    return assign_rows(ratio, stats, recipe.scheme_rule)
+    return assign_layer_rows(
+        w_rows, ratio, lambda: scorer(name, w_rows, ratio), recipe.scheme_rule, recipe.scale_method
+    )
