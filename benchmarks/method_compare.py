@@ -106,6 +106,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("qat_epochs", "batch", "train_images", "calib_images", "hessian_probes"):
         if getattr(args, name) < 1:
             raise BenchmarkSettingsError(f"--{name.replace('_', '-')} must be >= 1")
+    if any(m in HESSIAN_METHODS for m in args.methods):
+        hutchinson_config(args, 0)  # its own checks (two probes at least), before any work
     if args.test_images is not None and args.test_images < 1:
         raise BenchmarkSettingsError("--test-images must be >= 1")
     if args.output.resolve() == RESULTS_DIR.resolve() and len(args.seeds) < 3:
@@ -115,14 +117,25 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
-    """Everything one unit's result depends on (its key); output and budget are not."""
-    shared = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-        and k not in {"threads", "name", "data_root"}
-    }
+    """Everything one unit's result depends on (its key): not the output, budget, threads,
+    nor the Hessian or DFQ settings of a method that does not use them."""
+    unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
+    unused |= {"threads", "name", "data_root"}
+    if method not in HESSIAN_METHODS:
+        unused |= {"hessian_probes", "hessian_batch"}
+    if method != "dfq":
+        unused |= {"dfq_steps"}
+    shared = {k: v for k, v in vars(args).items() if k not in unused}
     return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
+
+
+def hutchinson_config(args: argparse.Namespace, seed: int) -> HutchinsonConfig:
+    return HutchinsonConfig(
+        min_probes=args.hessian_probes,
+        max_probes=args.hessian_probes,
+        probe_scope="layer",
+        seed=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,12 +293,7 @@ def run_unit(
 
 
 def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str, seed: int):
-    config = HutchinsonConfig(
-        min_probes=args.hessian_probes,
-        max_probes=args.hessian_probes,
-        probe_scope="layer",
-        seed=seed,
-    )
+    config = hutchinson_config(args, seed)
     key = {
         "config": config.__dict__,
         "batch": args.hessian_batch,

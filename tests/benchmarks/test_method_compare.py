@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mixq.errors import SensitivityError
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import method_compare
@@ -146,3 +148,23 @@ def test_row_names_follow_the_benchmark_conventions() -> None:
     assert method_compare.row_name("fixed", 4) == "fixed4"
     assert method_compare.row_name("sp2", 3) == "sp2-3"
     assert method_compare.row_name("rmsmp-hessian", 3) == "rmsmp-hessian"
+
+
+def test_hessian_and_dfq_settings_key_only_the_methods_that_use_them() -> None:
+    args = method_compare.parse_args(["--seeds", "0", "1", "2"])
+    more = method_compare.parse_args(["--seeds", "0", "1", "2", "--hessian-probes", "16"])
+    assert method_compare.unit_settings(more, "msp", 4, 0) == method_compare.unit_settings(
+        args, "msp", 4, 0
+    )
+    assert method_compare.unit_settings(more, "joint-ilp", 4, 0) != (
+        method_compare.unit_settings(args, "joint-ilp", 4, 0)
+    )
+
+
+def test_too_few_hessian_probes_are_refused_before_any_work() -> None:
+    with pytest.raises(SensitivityError, match="two probes"):
+        method_compare.parse_args(["--seeds", "0", "1", "2", "--hessian-probes", "1"])
+    # a run without Hessian methods does not care
+    assert method_compare.parse_args(
+        ["--seeds", "0", "1", "2", "--hessian-probes", "1", "--methods", "msp"]
+    ).methods == ["msp"]
