@@ -38,6 +38,9 @@ def layer_engine(
     return (engine if fits and not grouped else "reference"), offset
 
 
+_FLOAT32_EXACT = 2**24  # every integer of magnitude up to this is a float32
+
+
 def _buffer(values: np.ndarray | Tensor) -> Tensor:
     return torch.as_tensor(np.asarray(values), dtype=torch.int64).clone()
 
@@ -204,6 +207,8 @@ class IntegerLayer(nn.Module):
         self.schemes = [str(c) for c in weights.candidates]  # row codes index this list
         self._rounding_constant = self.offset + rounding_half(self.shift)
         self._float_weight = self.weight.double()
+        self._single_weight = self.weight.float()
+        self._row_bound = int(self.weight.reshape(self.weight.shape[0], -1).abs().sum(1).max())
         self._build_groups(weights)
         self.input_offset = 0
         if engine == "int8":
@@ -233,9 +238,14 @@ class IntegerLayer(nn.Module):
         """Integer accumulators ``sum_j q_j * w_rj`` (int64; each fits int32)."""
         if self.engine == "int8":
             return self._int8_products(q) + _per_channel(self.int8_correction, q, self._channel)
-        # One float64 convolution for every row: products and partial sums are integers
-        # below 2^31 (checked at conversion), so float64 holds each exactly, in any order.
-        return self._apply(q.double(), self._float_weight).to(torch.int64)
+        # One float convolution for every row: products and partial sums are integers
+        # bounded by max|q| * sum_j |w_rj|, so float64 (below 2^53; the bound is checked
+        # below 2^31 at conversion) or, where the bound is below 2^24, float32 holds every
+        # one exactly, in any summation order (direct convolution and GEMM; no Winograd).
+        bound = int(q.abs().max()) * self._row_bound if q.numel() else 0
+        dtype = torch.float32 if bound < _FLOAT32_EXACT else torch.float64
+        weight = self._float_weight if dtype == torch.float64 else self._single_weight
+        return self._apply(q.to(dtype), weight).to(torch.int64)
 
     def accumulate_shift_add(self, q: Tensor) -> Tensor:
         """The same accumulators as PoT/SP2 hardware forms them: per scheme, a ternary
