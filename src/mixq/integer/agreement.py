@@ -1,13 +1,12 @@
 """Layer-by-layer agreement between a fake-quantised model and its integer model.
 
-The fake-quantised model rounds in float32: a sum of products is rounded at every
-addition, in an order the integer engine cannot reproduce, so a value that lies within a
-float32 rounding (or within the integer model's ``2^-FINE_BITS`` of a step) of a midpoint
-between two levels can round either way. Exact agreement is therefore impossible in
-general; what holds is that, given the same input levels, every layer's next levels differ
-by at most one, and that such differences are rare. :func:`compare_layers` measures both:
-teacher-forced (each quantiser of the integer model is fed the fake-quantised model's
-levels, so each layer is judged alone) or free-running (differences may compound).
+The deployed integer model is not float fake-quant's arithmetic: its shortcuts carry
+16-bit levels, it averages after rounding and every requantisation is dyadic, so a value
+near a midpoint between two levels can round the other way. What the exact evaluation
+mode (:mod:`mixq.integer.exact`) evaluates is the integer model itself;
+:func:`compare_layers` measures how far each layer's input levels are from fake-quant's:
+teacher-forced (each fused layer is fed the fake-quantised model's input levels, so each
+layer is judged alone) or free-running (differences may compound).
 """
 
 from __future__ import annotations

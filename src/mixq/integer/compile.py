@@ -47,7 +47,9 @@ class IntegerModel(nn.Module):
     """An integer-only model: float in, quantised once at the entrance, float logits out.
 
     ``forward_integer`` returns the output integers (scale ``output_scale``);
-    ``layer_inputs`` names the module that produces each quantised layer's input levels.
+    ``layer_inputs`` names, per quantised layer of the source model, its fused
+    :class:`~mixq.integer.ops.IntegerLayer` module, whose first input is that layer's input
+    levels (the second, where there is one, the residual's levels).
     """
 
     def __init__(
