@@ -42,7 +42,9 @@ EDGE = "fixed-8"  # first and last layer, with 8-bit inputs, in every method
 EQ_BITS = (4, 3)
 # Methods whose recipe is one ratio for every middle layer; the rest plan per layer/row.
 RATIO_METHODS = ("fixed", "sp2", "msp", "rmsmp")
-PLANNED_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "dfq", "joint-ilp")
+# dfq-fixed-size: DFQ at Fixed-b's weight size (the DFQ claim: better than fixed bits at
+# equal compression); every other planned method meets RMSMP's size.
+PLANNED_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "dfq", "dfq-fixed-size", "joint-ilp")
 HESSIAN_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "joint-ilp")
 METHODS = RATIO_METHODS + PLANNED_METHODS
 
@@ -139,8 +141,9 @@ def make_plan(
     dfq_steps: int,
     seed: int,
 ) -> Plan | None:
-    """The plan of a planned method at the weight size of RMSMP at ``eq_bits`` (first and
-    last layer Fixed-8 in every plan); ``None`` for a ratio method."""
+    """The plan of a planned method at the weight size of RMSMP at ``eq_bits`` (Fixed-b's
+    for ``dfq-fixed-size``; first and last layer Fixed-8 in every plan); ``None`` for a
+    ratio method."""
     if method in RATIO_METHODS:
         return None
     if method in HESSIAN_METHODS and table is None:
@@ -149,6 +152,8 @@ def make_plan(
     edges = (names[0], names[-1])
     recipe = method_recipe("rmsmp", eq_bits, act_bits)
     target = weight_bits(base, recipe)
+    if method == "dfq-fixed-size":
+        target = weight_bits(base, method_recipe("fixed", eq_bits, act_bits))
     layer_act_bits = {n: max(act_bits, 8) if n in edges else act_bits for n in names}
     overrides = dict.fromkeys(edges, (EDGE,))
     if method == "rmsmp-hessian":
@@ -191,6 +196,5 @@ def _dfq_plan(
         act_bits=act_bits,
         seed=seed,
     )
-    plan = dfq_search(base, train_data, config, layers=middle, progress=False).plan
     # The searched plan covers the middle layers; the edges keep the recipe's Fixed-8.
-    return plan
+    return dfq_search(base, train_data, config, layers=middle, progress=False).plan

@@ -2,7 +2,8 @@
 (CIFAR-10 JPEG): top-1 mean and standard error, modelled FPGA images/s and weight KiB.
 
 Methods: Fixed (``fixed4``/``fixed3``), SP2, MSP, RMSMP (proxy rule), RMSMP with the
-Hessian rule, HAWQ-V3 ILP, DFQ, joint ILP (planners in ``_planners``). Every method starts
+Hessian rule, HAWQ-V3 ILP, DFQ (at RMSMP's size, and at Fixed's as ``dfq-fixed-size``),
+joint ILP (planners in ``_planners``). Every method starts
 from the pretrained ResNet-20, keeps first and last layer Fixed-8 with 8-bit inputs, is
 calibrated with GPTQ rounding and fine-tuned with the same QAT budget (SGD, cosine, logit
 distillation from the float model). The planned methods meet RMSMP's weight size at each
@@ -123,7 +124,7 @@ def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int
     unused |= {"threads", "name", "data_root"}
     if method not in HESSIAN_METHODS:
         unused |= {"hessian_probes", "hessian_batch"}
-    if method != "dfq":
+    if not method.startswith("dfq"):
         unused |= {"dfq_steps"}
     shared = {k: v for k, v in vars(args).items() if k not in unused}
     return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
@@ -325,7 +326,8 @@ def result_settings(
         "act_bits": args.act_bits,
         "first_last": "fixed-8 with 8-bit inputs",
         "eq_bits_levels": args.eq_bits,
-        "size_target": "planned methods: weight bits of rmsmp at the level",
+        "size_target": "planned methods: weight bits of rmsmp at the level; dfq-fixed-size: "
+        "those of fixed-b",
         "seeds": args.seeds,
         "seed_controls": "data order and augmentation, QAT seed, calibration subset, "
         "Hessian probes, DFQ search",
