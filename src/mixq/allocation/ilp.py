@@ -81,7 +81,10 @@ def solve_ilp(
     minimums = {q: sum(float(c.min()) for c in costs) for q, costs in quantities.items()}
     _check_alone(limits, minimums)
     omegas = [
-        sum(_aligned(table.layers[n], table.layers[n].omegas(), g.labels) for n in g.names)
+        np.sum(
+            [_aligned(table.layers[n], table.layers[n].omegas(), g.labels) for n in g.names],
+            axis=0,
+        )
         for g in groups
     ]
     start = time.perf_counter()

@@ -118,7 +118,9 @@ def _time_layer(
 
 
 def _quantised(layer: nn.Module, candidate: Candidate, act_bits: int, x: torch.Tensor) -> nn.Module:
-    assignment = RowAssignment.uniform(candidate, layer.weight.shape[0])
+    if not isinstance(layer, nn.Conv2d | nn.Linear):
+        raise HardwareCostError(f"cannot time a {type(layer).__name__}: Conv2d or Linear only")
+    assignment = RowAssignment.uniform(candidate, int(layer.weight.shape[0]))
     if isinstance(layer, nn.Conv2d):
         quant: QuantConv2d | QuantLinear = QuantConv2d.from_float(
             layer, assignment, act_bits=act_bits

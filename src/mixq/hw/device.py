@@ -138,7 +138,20 @@ def device_from_dict(data: Any, origin: str = "device") -> Device:
     reals = {key: float(_figure(data, key, origin, sources, integer=False)) for key in _REALS}
     ports = _ports(data, origin, sources)
     packing = _packing(data, origin, sources) if "dsp_packing" in data else None
-    return Device(**texts, **counts, **reals, dsp_ports=ports, dsp_packing=packing, sources=sources)
+    return Device(
+        name=texts["name"],
+        family=texts["family"],
+        synthesis_family=texts["synthesis_family"],
+        luts=counts["luts"],
+        ffs=counts["ffs"],
+        dsps=counts["dsps"],
+        bram36=counts["bram36"],
+        clock_mhz=reals["clock_mhz"],
+        ddr_gb_per_s=reals["ddr_gb_per_s"],
+        dsp_ports=ports,
+        dsp_packing=packing,
+        sources=sources,
+    )
 
 
 def _text(data: Mapping[str, Any], key: str, origin: str) -> str:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from mixq.errors import HardwareCostError
 from mixq.plan import LayerPlan, Plan
 from mixq.ratio import Ratio
+from mixq.schemes import Candidate
 
 
 class _LayerCounts(Protocol):
-    name: str
-    rows: int
-    counts: dict[str, int]
-    act_bits: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+    @property
+    def act_bits(self) -> int: ...
 
 
 class _Summary(Protocol):
-    layers: Sequence[_LayerCounts]
+    @property
+    def layers(self) -> Sequence[_LayerCounts]: ...
 
 
 def plan_from_summary(summary: _Summary, method: str = "quantized") -> Plan:
@@ -40,7 +46,9 @@ def plan_from_summary(summary: _Summary, method: str = "quantized") -> Plan:
                 f"layer {layer.name}: rows per candidate {layer.counts} do not add up to "
                 f"its {layer.rows} rows"
             )
-        shares = {name: n / layer.rows for name, n in layer.counts.items() if n}
+        shares: dict[str | Candidate, float] = {
+            name: n / layer.rows for name, n in layer.counts.items() if n
+        }
         # 0 (a float input) stays 0: the cost models refuse it by name, not silently.
         layers[layer.name] = LayerPlan(Ratio.parse(shares), layer.act_bits)
     if not layers:
