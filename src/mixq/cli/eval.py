@@ -5,20 +5,28 @@
     mixq eval out/quantized.safetensors --integer              # integer-only engine
     mixq eval out/quantized.safetensors --integer int8         # the int8 GEMM path
     mixq eval resnet20-12fca82f.th --model resnet20 -o results/
+    mixq eval out/quantized.safetensors --timing --images 512 --threads 1   # images per second
 
 ``--float`` switches quantisation off in the same model (``all``, or only ``weights`` or
 ``activations``), to see which part costs accuracy. ``--integer`` converts the model to integers
 (``mixq.to_integer``) and evaluates that, counting the predictions that differ from the
 fake-quantised model's on the same images. Nothing is written unless ``--output`` says
 where: then ``eval.json`` (one result row: method, eq_bits, top1, weight_kib; its
-``command`` reproduces the run), which ``mixq report --results`` plots.
+``command`` reproduces the run), which ``mixq report --results`` plots. ``--timing`` also
+measures images per second of float, fake-quant and every integer engine on the same test
+batches (``--timing-batches`` of them, ``--batch-size`` images each) and, with
+``--output``, writes them to ``timing.json``. Today ``--integer`` reports the integer model's
+top-1 and how far it is from the fake-quantised one; once the evaluated model is
+integer-exact the two figures are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -37,13 +45,14 @@ from mixq.cli._results import ResultFile
 from mixq.cli._zoo import top1
 from mixq.errors import CheckpointError
 from mixq.integer import to_integer
-from mixq.integer.ops import ENGINES
+from mixq.integer.compile import ENGINES
 from mixq.summary import describe, fp32_weight_kib
 from mixq.toggle import quantization_disabled
 
 log = logging.getLogger("mixq")
 FLOAT_PARTS = ("all", "weights", "activations")
 EVAL_NAME = "eval.json"
+TIMING_NAME = "timing.json"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -74,12 +83,20 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--images", type=positive_int, help="a class-balanced subset of the test set"
     )
+    parser.add_argument(
+        "--timing", action="store_true", help="images per second of every engine against float"
+    )
+    parser.add_argument(
+        "--timing-batches", type=positive_int, default=4, help="batches timed (default 4)"
+    )
     add_data_options(parser, batch_size=500)
     parser.set_defaults(handler=run, outputs=planned_outputs)
 
 
 def planned_outputs(args: argparse.Namespace) -> list[Path]:
-    return [] if args.output is None else [Path(args.output) / EVAL_NAME]
+    if args.output is None:
+        return []
+    return [Path(args.output) / name for name in (EVAL_NAME, TIMING_NAME)[: 1 + args.timing]]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError("--float needs a quantised checkpoint; these weights are float")
     if args.integer and (args.float_part or not loaded.quantized):
         raise CheckpointError("--integer needs a quantised checkpoint and no --float")
+    if args.timing and not loaded.quantized:
+        raise CheckpointError("--timing needs a quantised checkpoint")
     loader = loaded.spec.loader("test", args.batch_size, root=args.data_dir, limit=args.images)
     if args.integer:
         accuracy, disagreements = _integer_top1(loaded, args.integer, loader, not args.quiet)
@@ -111,7 +130,32 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.output) / EVAL_NAME
         ResultFile.new("mixq_eval", eval_command(args), settings, [row]).save(path)
         log.info("wrote %s", path)
+    if args.timing:
+        _timing(args, loaded, loader)
     return 0
+
+
+def _timing(args: argparse.Namespace, loaded: LoadedModel, loader: Any) -> None:
+    from mixq.cli._timing import format_timings, time_engines
+
+    loaded.model.cpu()  # the integer engines run on the CPU; float is timed there too
+    batches = [images for images, _ in itertools.islice(iter(loader), args.timing_batches)]
+    rows = time_engines(loaded.model, loaded.spec.example_input(), batches)
+    threads = torch.get_num_threads()
+    print(format_timings(rows, batch=int(batches[0].shape[0]), threads=threads))
+    if args.output is not None:
+        settings = {
+            "model": loaded.spec.name,
+            "checkpoint": str(args.checkpoint),
+            "batch": int(batches[0].shape[0]),
+            "batches": len(batches),
+            "threads": threads,
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
+        path = Path(args.output) / TIMING_NAME
+        result = [row.to_dict() for row in rows]
+        ResultFile.new("mixq_eval_timing", eval_command(args), settings, result).save(path)
+        log.info("wrote %s", path)
 
 
 def eval_command(args: argparse.Namespace) -> str:
@@ -122,6 +166,8 @@ def eval_command(args: argparse.Namespace) -> str:
         ("--float", args.float_part),
         ("--integer", args.integer),
         ("--images", args.images),
+        ("--timing", "" if args.timing else None),
+        ("--timing-batches", args.timing_batches if args.timing else None),
         ("--data-dir", args.data_dir),
         ("--batch-size", args.batch_size),
         ("--threads", args.threads),
@@ -130,7 +176,7 @@ def eval_command(args: argparse.Namespace) -> str:
     ]
     for name, value in options:
         if value is not None:
-            parts += [name, str(value)]
+            parts += [name, str(value)] if value != "" else [name]
     return shlex.join(parts)
 
 
