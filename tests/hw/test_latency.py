@@ -58,3 +58,15 @@ def test_fpga_table_on_a_real_device() -> None:
     assert table.get("conv", "fixed-8") == math.ceil(macs / 900)
     table8 = fpga_latency_table(model, SHAPES, ["fixed-4"], act_bits=8)
     assert table8.get("conv", "fixed-4") == math.ceil(macs / 900)
+
+
+def test_fpga_table_streams_weights_that_do_not_fit(
+    toy_device: Device, toy_units: UnitCostTable
+) -> None:
+    # 600,000 weights: 2.4 Mb at 4 bits fits the toy's 3.69 Mb of BRAM, 4.8 Mb at 8 does not.
+    shapes = {"fc": LayerShape("fc", "linear", 100, 6000, 1, 6000, 100)}
+    model = FpgaCostModel(toy_device, units=toy_units)
+    table = fpga_latency_table(model, shapes, ["fixed-4", "fixed-8"], act_bits=8)
+    assert table.get("fc", "fixed-4") == math.ceil(600_000 / 200)  # compute: 100 slices x 2
+    # 600,000 bytes at 1 GB/s and 100 MHz, 10 bytes a cycle, outlast 6,000 compute cycles.
+    assert table.get("fc", "fixed-8") == 60_000

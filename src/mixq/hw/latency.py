@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,14 +118,24 @@ def fpga_latency_table(
 
     The design is sized once for the candidate set, as if every candidate did an equal
     share of the model's MACs (the ILP's choice is not known beforehand): all DSP slices
-    for the fixed-point candidates, the LUT array split evenly between the others.
+    for the fixed-point candidates, the LUT array split evenly between the others. Each
+    entry is ``max(compute, transfer)`` as in :class:`~mixq.hw.fpga.FpgaCostModel`, the
+    weights streamed when the whole model at that candidate would not fit on chip.
     """
     parsed = [Candidate.parse(c) for c in candidates]
     if not parsed:
         raise HardwareCostError("a latency table needs at least one candidate")
     design = model.design_for({c: 1.0 for c in parsed}, {c: act_bits for c in parsed})
+    # Off-chip traffic as if the whole model were at each candidate (its weights streamed
+    # when they do not fit in block RAM beside the largest layer's activations).
+    largest = max((s.input_elements + s.output_elements for s in shapes.values()), default=0)
+    weights = sum(s.weights for s in shapes.values())
+    on_chip = {c: weights * c.bits + largest * act_bits <= model.device.bram_bits for c in parsed}
     values = {
-        name: {str(c): _cycles(model, shape, c, act_bits, design) for c in parsed}
+        name: {
+            str(c): _cycles(model, shape, c, act_bits, replace(design, weights_on_chip=on_chip[c]))
+            for c in parsed
+        }
         for name, shape in shapes.items()
     }
     return LatencyTable(
