@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mixq.checkpoint import load_quantized, read_header
-from mixq.cli._zoo import MODELS, ModelSpec, get_model, load_float_weights
+from mixq.cli._zoo import MODELS, ModelSpec, get_model, is_user_model, load_float_weights
 from mixq.errors import CheckpointError, MixqError, OutputError
 from mixq.io import check_writable
 
@@ -137,8 +137,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    help_text = "a built-in model" + ("" if required else " (default: the checkpoint's own)")
-    parser.add_argument("--model", choices=sorted(MODELS), required=required, help=help_text)
+    help_text = (
+        f"a built-in model ({', '.join(sorted(MODELS))}) or your own pkg.module:factory "
+        "(with --data)" + ("" if required else "; default: the checkpoint's own")
+    )
+    parser.add_argument("--model", required=required, help=help_text)
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, batch_size: int = 128) -> None:
@@ -148,6 +151,13 @@ def add_data_options(parser: argparse.ArgumentParser, *, batch_size: int = 128) 
         default=None,
         help="the data set's folder (default: ../shared/data/cifar10-jpeg for the ResNets; "
         "for Fashion-MNIST /usr/share/datasets/fashion-mnist, else ~/.cache/mixq, downloaded)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="your own data instead of the model's: a tensor file (.pt/.safetensors with "
+        "inputs/labels), a CIFAR-10 python archive or a folder of class folders of images",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=batch_size, help="default %(default)s"
@@ -168,12 +178,19 @@ class LoadedModel:
 
 
 def load_model(
-    path: Path, model_name: str | None, device: str | torch.device = "cpu"
+    path: Path,
+    model_name: str | None,
+    device: str | torch.device = "cpu",
+    data: Path | None = None,
 ) -> LoadedModel:
     """A quantised checkpoint (``.safetensors``) or float weights (``--model`` needed),
-    on ``device``."""
+    on ``device``, with its data (``data``: the user's, else the model's own)."""
     loaded = _load_model(path, model_name)
     loaded.model.to(resolve_device(str(device)))
+    if data is not None:
+        loaded = LoadedModel(
+            loaded.model, loaded.spec.with_data(data), loaded.quantized, loaded.extra
+        )
     return loaded
 
 
@@ -185,6 +202,11 @@ def _load_model(path: Path, model_name: str | None) -> LoadedModel:
         name = model_name or extra.get("model")
         if name is None:
             raise CheckpointError(f"{path} records no model name; pass --model")
+        if model_name is None and is_user_model(str(name)):
+            raise CheckpointError(
+                f"{path} was made from your model {name}; pass --model {name} to import it "
+                "(mixq never imports code that a file names)"
+            )
         spec = get_model(str(name))
         return LoadedModel(load_quantized(spec.build(), path), spec, True, extra)
     if model_name is None:

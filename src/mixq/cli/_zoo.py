@@ -1,14 +1,19 @@
-"""The models the CLI knows by name: architecture, float weights, data and task.
+"""The models the CLI knows: built-in names, or the user's own ``pkg.module:factory``.
 
 Every entry is an image classifier evaluated by top-1 accuracy. A quantised checkpoint
-records its model's name (``extra["model"]``), so later commands rebuild the architecture
-without being told.
+records its model's name (``extra["model"]``), so later commands rebuild a built-in
+architecture without being told. A user's model (``--model pkg.module:factory``, a
+callable returning the float ``nn.Module``; the current folder is importable) is imported
+only when named on the command line, never because a file names it, and needs ``--data``.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mixq.data import Split, cifar10_loader, default_data_root, fashion_mnist_loader
-from mixq.errors import CheckpointError
+from mixq.errors import CheckpointError, DataError
 from mixq.models import (
     SmallCNN,
     load_pretrained_cifar_resnet,
@@ -58,6 +63,13 @@ class ModelSpec:
     ) -> Batches:
         """Batches of ``split``; ``train`` shuffles per epoch (and augments where usual)."""
         return self.make_loader(root, split, batch_size, train, limit, seed)
+
+    def with_data(self, path: Path) -> ModelSpec:
+        """The same model on the data at ``path`` (see :mod:`mixq.cli._data`)."""
+        from mixq.cli._data import loader_factory
+
+        make_loader, shape = loader_factory(path)
+        return replace(self, data_name=str(path), make_loader=make_loader, input_shape=shape)
 
 
 def _cifar_loader(
@@ -98,13 +110,50 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def is_user_model(name: str) -> bool:
+    return ":" in name
+
+
 def get_model(name: str) -> ModelSpec:
+    """A built-in model by name, or the user's ``pkg.module:factory``."""
+    if is_user_model(name):
+        return _user_model(name)
     try:
         return MODELS[name]
     except KeyError:
         raise CheckpointError(
-            f"unknown model {name!r}; known models: {', '.join(MODELS)}"
+            f"unknown model {name!r}; built-in models: {', '.join(MODELS)}, or give your "
+            "own as pkg.module:factory"
         ) from None
+
+
+def _no_data(
+    root: Path | None, split: Split, batch_size: int, train: bool, limit: int | None, seed: int
+) -> Batches:
+    raise DataError("a model of your own needs its data: pass --data")
+
+
+def _user_model(name: str) -> ModelSpec:
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr.isidentifier():
+        raise CheckpointError(f"--model {name!r}: write pkg.module:factory")
+    if os.getcwd() not in sys.path:  # like `python -m`: the current folder is importable
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CheckpointError(f"--model {name}: cannot import {module_name}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise CheckpointError(f"--model {name}: {module_name} has no callable {attr!r}")
+
+    def build() -> nn.Module:
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise CheckpointError(f"--model {name}: {attr}() returned {type(model).__name__}")
+        return model
+
+    return ModelSpec(name, "--data", build, _no_data, ())
 
 
 def load_float_weights(model: nn.Module, path: Path) -> nn.Module:

@@ -101,7 +101,7 @@ def planned_outputs(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     device = "cpu" if args.integer else args.torch_device  # the integer engines run on the CPU
-    loaded = load_model(args.checkpoint, args.model, device)
+    loaded = load_model(args.checkpoint, args.model, device, args.data)
     if args.float_part and not loaded.quantized:
         raise CheckpointError("--float needs a quantised checkpoint; these weights are float")
     if args.integer and (args.float_part or not loaded.quantized):

@@ -102,7 +102,7 @@ def resolve_recipe(text: str, act_bits: int | None, first_last: str | None) -> t
 def run(args: argparse.Namespace) -> int:
     recipe, method = resolve_recipe(args.recipe, args.act_bits, args.first_last)
     plan = Plan.load(require_text_file(args.plan, "plan file")) if args.plan else None
-    loaded = load_model(args.weights, args.model, args.torch_device)
+    loaded = load_model(args.weights, args.model, args.torch_device, args.data)
     if loaded.quantized:
         raise CheckpointError(f"{args.weights} is a quantised model; quantize needs float weights")
     calibration = list(

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         fold_bn=not args.no_fold_bn,
         seed=args.seed,
     )
-    loaded = load_model(args.weights, args.model, args.torch_device)
+    loaded = load_model(args.weights, args.model, args.torch_device, args.data)
     batches = loaded.spec.loader(
         "train", args.batch_size, root=args.data_dir, limit=args.images, seed=args.seed
     )

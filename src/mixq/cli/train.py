@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.resume and not (out / CHECKPOINT_NAME).exists():
         log.warning("nothing to resume in %s: starting from epoch 1", out)
-    loaded = load_model(args.checkpoint, args.model, args.torch_device)
+    loaded = load_model(args.checkpoint, args.model, args.torch_device, args.data)
     if not loaded.quantized:
         raise CheckpointError(f"{args.checkpoint} is not quantised; run `mixq quantize` first")
     teacher = _teacher(loaded, args.weights) if config.distill != "none" else None
