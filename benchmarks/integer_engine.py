@@ -216,7 +216,9 @@ def throughput_rows(
         torch.set_num_threads(threads)
         for batch in args.batches:
             x = images[:batch].contiguous()
-            calls = {name: calls_per_round(p[threads], x, args.seconds) for name, p in engines.items()}
+            calls = {
+                name: calls_per_round(p[threads], x, args.seconds) for name, p in engines.items()
+            }
             timings: dict[str, list[float]] = {name: [] for name in engines}
             for _ in range(args.runs):
                 for name, per_thread in engines.items():  # alternating rounds

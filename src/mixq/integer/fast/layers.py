@@ -72,7 +72,7 @@ class FusedConv(nn.Module):
     ) -> None:
         super().__init__()
         weight = weight.to(torch.int64)
-        if int(weight.abs().max()) > 127:
+        if int(weight.min()) < -128 or int(weight.max()) > 127:
             raise FastEngineUnavailableError("the fast kernels take int8 weights only")
         self.linear = conv is None
         if self.linear:
@@ -94,13 +94,17 @@ class FusedConv(nn.Module):
 
     def _pack(self, weight: Tensor, multiplier: Tensor, shift: Tensor, offset: Tensor) -> None:
         groups, rows = self.groups, self.rows
-        per_group, k = rows // groups, weight[0].numel()
-        blocks, k_padded = -(-per_group // ROW_BLOCK), -(-k // 4) * 4
-        # Columns in (kh, kw, channel) order, as the channels-last im2col lays them out.
+        per_group, channels = rows // groups, int(weight.shape[1])
+        blocks, taps = -(-per_group // ROW_BLOCK), self.kernel[0] * self.kernel[1]
+        # Columns in (kh, kw, channel) order, as the channels-last input lays them out, each
+        # tap's channels padded to whole 4-byte groups.
         w = weight.reshape(groups, per_group, *weight.shape[1:]).permute(0, 1, 3, 4, 2)
-        w = w.reshape(groups, per_group, k)
-        padded = torch.zeros(groups, blocks * ROW_BLOCK, k_padded, dtype=torch.int64)
-        padded[:, :per_group, :k] = w
+        w = w.reshape(groups, per_group, taps, channels)
+        k_padded = taps * (-(-channels // 4) * 4)
+        padded = torch.zeros(groups, blocks * ROW_BLOCK, taps, k_padded // taps, dtype=torch.int64)
+        padded[:, :per_group, :, :channels] = w
+        padded = padded.reshape(groups, blocks * ROW_BLOCK, k_padded)
+        w = w.reshape(groups, per_group, -1)
         packed = padded.reshape(groups, blocks, ROW_BLOCK, k_padded // 4, 4).permute(0, 1, 3, 2, 4)
         self.register_buffer("packed", packed.contiguous().to(torch.int8))
         # Every accumulator of a signed input read as x + 128 must still fit int32.

@@ -35,12 +35,15 @@ struct Epilogue {
   int64_t out_stride;
 };
 
-// acc rows = A[pixels][lda] (k_padded bytes used, a multiple of 4) times the packed weights
-// ([row_blocks][k_padded / 4][16][4] int8); results go through the epilogue, pixel p of the
-// tile landing at out/residual row (first_pixel + p).
-void gemm_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t lda,
-                     int64_t k_padded, const int8_t* packed, int64_t row_blocks,
-                     const Epilogue& epilogue, int64_t first_pixel, int32_t* scratch);
+// GEMM rows read in place: pixel p's k-group kg = t * groups_per_tap + g starts at
+// a + p * pixel_stride + tap_offsets[t] + 4 * g (a direct convolution over a padded
+// channels-last input; an im2col tile is one tap at offset 0). The packed weights are
+// [row_blocks][taps * groups_per_tap][16][4] int8; results go through the epilogue, pixel p
+// landing at out/residual row (first_pixel + p).
+void conv_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t pixel_stride,
+                     const int64_t* tap_offsets, int64_t taps, int64_t groups_per_tap,
+                     const int8_t* packed, int64_t row_blocks, const Epilogue& epilogue,
+                     int64_t first_pixel, int32_t* scratch);
 
 int best_isa();
 bool isa_supported(int isa);

@@ -57,22 +57,33 @@ void epilogue_scalar(const int32_t* acc, int64_t pixels, int64_t acc_stride, con
   }
 }
 
+// Where pixel p's k-group kg of the GEMM row starts (see fused.h).
+struct Rows {
+  const uint8_t* a;
+  int64_t pixel_stride;
+  const int64_t* tap_offsets;
+  int64_t taps, groups_per_tap;
+  const uint8_t* at(int64_t p, int64_t t, int64_t g) const {
+    return a + p * pixel_stride + tap_offsets[t] + 4 * g;
+  }
+};
+
 // -- scalar GEMM --------------------------------------------------------------------------
 
-void gemm_scalar(const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
-                 const int8_t* packed, int64_t row_blocks, int32_t* acc) {
-  const int64_t groups = k_padded / 4, stride = row_blocks * kRowBlock;
+void gemm_scalar(const Rows& rows, int64_t pixels, const int8_t* packed, int64_t row_blocks,
+                 int32_t* acc) {
+  const int64_t groups = rows.taps * rows.groups_per_tap, stride = row_blocks * kRowBlock;
   for (int64_t p = 0; p < pixels; ++p) {
-    const uint8_t* row = a + p * lda;
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
-      const int8_t* w = packed + rb * groups * kRowBlock * 4;
+      const int8_t* wg = packed + rb * groups * kRowBlock * 4;
       int32_t sums[kRowBlock] = {0};
-      for (int64_t g = 0; g < groups; ++g) {
-        const uint8_t* x = row + g * 4;
-        const int8_t* wg = w + g * kRowBlock * 4;
-        for (int r = 0; r < kRowBlock; ++r) {
-          sums[r] += x[0] * wg[r * 4] + x[1] * wg[r * 4 + 1] + x[2] * wg[r * 4 + 2] +
-                     x[3] * wg[r * 4 + 3];
+      for (int64_t t = 0; t < rows.taps; ++t) {
+        for (int64_t g = 0; g < rows.groups_per_tap; ++g, wg += kRowBlock * 4) {
+          const uint8_t* x = rows.at(p, t, g);
+          for (int r = 0; r < kRowBlock; ++r) {
+            sums[r] += x[0] * wg[r * 4] + x[1] * wg[r * 4 + 1] + x[2] * wg[r * 4 + 2] +
+                       x[3] * wg[r * 4 + 3];
+          }
         }
       }
       std::memcpy(acc + p * stride + rb * kRowBlock, sums, sizeof(sums));
@@ -82,39 +93,44 @@ void gemm_scalar(const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded
 
 // -- AVX2 GEMM: two pixels x 16 rows per step ---------------------------------------------
 
-__attribute__((target("avx2"))) void gemm_avx2(const uint8_t* a, int64_t pixels, int64_t lda,
-                                               int64_t k_padded, const int8_t* packed,
-                                               int64_t row_blocks, int32_t* acc) {
-  const int64_t groups = k_padded / 4, stride = row_blocks * kRowBlock;
+__attribute__((target("avx2"))) void gemm_avx2(const Rows& rows, int64_t pixels,
+                                               const int8_t* packed, int64_t row_blocks,
+                                               int32_t* acc) {
+  const int64_t groups = rows.taps * rows.groups_per_tap, stride = row_blocks * kRowBlock;
   // hadd leaves rows as [0 1 4 5 | 2 3 6 7]; this puts them back in order.
   const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
   for (int64_t rb = 0; rb < row_blocks; ++rb) {
-    const int8_t* w = packed + rb * groups * kRowBlock * 4;
     for (int64_t p = 0; p < pixels; p += 2) {
       const int two = (p + 1 < pixels) ? 2 : 1;
-      // acc[pixel][quarter]: int32 lanes hold the two pair sums of each of 4 rows.
+      // s[pixel][quarter]: int32 lanes hold the two pair sums of each of 4 rows.
       __m256i s[2][4];
       for (int i = 0; i < 2; ++i)
         for (int q = 0; q < 4; ++q) s[i][q] = _mm256_setzero_si256();
-      for (int64_t g = 0; g < groups; ++g) {
-        const int8_t* wg = w + g * kRowBlock * 4;
-        __m256i wq[4];
-        for (int q = 0; q < 4; ++q) {
-          wq[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + q * 16)));
-        }
-        for (int i = 0; i < two; ++i) {
-          const uint8_t* x = a + (p + i) * lda + g * 4;
-          const int64_t pattern = static_cast<int64_t>(x[0]) | (static_cast<int64_t>(x[1]) << 16) |
-                                  (static_cast<int64_t>(x[2]) << 32) |
-                                  (static_cast<int64_t>(x[3]) << 48);
-          const __m256i xv = _mm256_set1_epi64x(pattern);
-          for (int q = 0; q < 4; ++q) s[i][q] = _mm256_add_epi32(s[i][q], _mm256_madd_epi16(wq[q], xv));
+      const int8_t* wg = packed + rb * groups * kRowBlock * 4;
+      for (int64_t t = 0; t < rows.taps; ++t) {
+        for (int64_t g = 0; g < rows.groups_per_tap; ++g, wg += kRowBlock * 4) {
+          __m256i wq[4];
+          for (int q = 0; q < 4; ++q) {
+            wq[q] = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + q * 16)));
+          }
+          for (int i = 0; i < two; ++i) {
+            const uint8_t* x = rows.at(p + i, t, g);
+            const int64_t pattern =
+                static_cast<int64_t>(x[0]) | (static_cast<int64_t>(x[1]) << 16) |
+                (static_cast<int64_t>(x[2]) << 32) | (static_cast<int64_t>(x[3]) << 48);
+            const __m256i xv = _mm256_set1_epi64x(pattern);
+            for (int q = 0; q < 4; ++q)
+              s[i][q] = _mm256_add_epi32(s[i][q], _mm256_madd_epi16(wq[q], xv));
+          }
         }
       }
       for (int i = 0; i < two; ++i) {
         int32_t* dst = acc + (p + i) * stride + rb * kRowBlock;
-        const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][0], s[i][1]), order);
-        const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][2], s[i][3]), order);
+        const __m256i lo =
+            _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][0], s[i][1]), order);
+        const __m256i hi =
+            _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[i][2], s[i][3]), order);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lo);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), hi);
       }
@@ -181,57 +197,74 @@ MIXQ_VNNI inline void requantize16(__m512i acc, const Epilogue& e, int64_t pixel
 }
 
 template <int RB, int PB>
-MIXQ_VNNI void tile_vnni(const uint8_t* a, int64_t lda, int64_t groups, const int8_t* w,
+MIXQ_VNNI void tile_vnni(const Rows& rows, int64_t p0, const int8_t* w, int64_t block_bytes,
                          const Epilogue& e, int64_t pixel, int64_t r0) {
   __m512i acc[PB][RB];
 #pragma GCC unroll 16
   for (int p = 0; p < PB; ++p)
 #pragma GCC unroll 4
     for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_setzero_si512();
-  const int64_t block_bytes = groups * kRowBlock * 4;
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i wv[RB];
+  const int64_t ps = rows.pixel_stride, gpt = rows.groups_per_tap;
+  const int8_t* wk = w;
+  for (int64_t t = 0; t < rows.taps; ++t) {
+    const uint8_t* a = rows.a + p0 * ps + rows.tap_offsets[t];
+    for (int64_t g = 0; g < gpt; ++g, wk += 64) {
+      __m512i wv[RB];
 #pragma GCC unroll 4
-    for (int b = 0; b < RB; ++b) wv[b] = _mm512_loadu_si512(w + b * block_bytes + g * 64);
+      for (int b = 0; b < RB; ++b) wv[b] = _mm512_loadu_si512(wk + b * block_bytes);
 #pragma GCC unroll 16
-    for (int p = 0; p < PB; ++p) {
-      const __m512i x = _mm512_set1_epi32(load_u32(a + p * lda + g * 4));
+      for (int p = 0; p < PB; ++p) {
+        const __m512i x = _mm512_set1_epi32(load_u32(a + p * ps + 4 * g));
 #pragma GCC unroll 4
-      for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], x, wv[b]);
+        for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], x, wv[b]);
+      }
     }
   }
   for (int p = 0; p < PB; ++p)
     for (int b = 0; b < RB; ++b) requantize16(acc[p][b], e, pixel + p, r0 + b * kRowBlock);
 }
 
-template <int RB, int PB>
-MIXQ_VNNI void blocks_vnni(const uint8_t* a, int64_t pixels, int64_t lda, int64_t groups,
-                           const int8_t* w, const Epilogue& e, int64_t first_pixel, int64_t r0) {
-  int64_t p = 0;
-  for (; p + PB <= pixels; p += PB) tile_vnni<RB, PB>(a + p * lda, lda, groups, w, e, first_pixel + p, r0);
-  for (; p < pixels; ++p) tile_vnni<RB, 1>(a + p * lda, lda, groups, w, e, first_pixel + p, r0);
+// The last n < PB pixels with a tile of exactly n pixels.
+template <int RB, int P>
+MIXQ_VNNI void tail_vnni(int64_t n, const Rows& rows, int64_t p0, const int8_t* w,
+                         int64_t block_bytes, const Epilogue& e, int64_t pixel, int64_t r0) {
+  if constexpr (P > 0) {
+    if (n == P) {
+      tile_vnni<RB, P>(rows, p0, w, block_bytes, e, pixel, r0);
+    } else {
+      tail_vnni<RB, P - 1>(n, rows, p0, w, block_bytes, e, pixel, r0);
+    }
+  }
 }
 
-MIXQ_VNNI void gemm_vnni(const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
-                         const int8_t* packed, int64_t row_blocks, const Epilogue& e,
-                         int64_t first_pixel) {
-  const int64_t groups = k_padded / 4, block_bytes = groups * kRowBlock * 4;
+template <int RB, int PB>
+MIXQ_VNNI void blocks_vnni(const Rows& rows, int64_t pixels, const int8_t* w,
+                           int64_t block_bytes, const Epilogue& e, int64_t first_pixel,
+                           int64_t r0) {
+  int64_t p = 0;
+  for (; p + PB <= pixels; p += PB) tile_vnni<RB, PB>(rows, p, w, block_bytes, e, first_pixel + p, r0);
+  if (p < pixels) tail_vnni<RB, PB - 1>(pixels - p, rows, p, w, block_bytes, e, first_pixel + p, r0);
+}
+
+MIXQ_VNNI void gemm_vnni(const Rows& rows, int64_t pixels, const int8_t* packed,
+                         int64_t row_blocks, const Epilogue& e, int64_t first_pixel) {
+  const int64_t block_bytes = rows.taps * rows.groups_per_tap * kRowBlock * 4;
   int64_t rb = 0;
   while (rb < row_blocks) {
     const int64_t left = row_blocks - rb;
     const int8_t* w = packed + rb * block_bytes;
     const int64_t r0 = rb * kRowBlock;
     if (left >= 4) {
-      blocks_vnni<4, 6>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      blocks_vnni<4, 6>(rows, pixels, w, block_bytes, e, first_pixel, r0);
       rb += 4;
     } else if (left == 3) {
-      blocks_vnni<3, 8>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      blocks_vnni<3, 8>(rows, pixels, w, block_bytes, e, first_pixel, r0);
       rb += 3;
     } else if (left == 2) {
-      blocks_vnni<2, 12>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      blocks_vnni<2, 12>(rows, pixels, w, block_bytes, e, first_pixel, r0);
       rb += 2;
     } else {
-      blocks_vnni<1, 16>(a, pixels, lda, groups, w, e, first_pixel, r0);
+      blocks_vnni<1, 16>(rows, pixels, w, block_bytes, e, first_pixel, r0);
       rb += 1;
     }
   }
@@ -258,17 +291,19 @@ int best_isa() {
   return kScalar;
 }
 
-void gemm_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t lda, int64_t k_padded,
+void conv_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t pixel_stride,
+                     const int64_t* tap_offsets, int64_t taps, int64_t groups_per_tap,
                      const int8_t* packed, int64_t row_blocks, const Epilogue& epilogue,
                      int64_t first_pixel, int32_t* scratch) {
+  const Rows rows{a, pixel_stride, tap_offsets, taps, groups_per_tap};
   if (isa == kVnni) {
-    gemm_vnni(a, pixels, lda, k_padded, packed, row_blocks, epilogue, first_pixel);
+    gemm_vnni(rows, pixels, packed, row_blocks, epilogue, first_pixel);
     return;
   }
   if (isa == kAvx2) {
-    gemm_avx2(a, pixels, lda, k_padded, packed, row_blocks, scratch);
+    gemm_avx2(rows, pixels, packed, row_blocks, scratch);
   } else {
-    gemm_scalar(a, pixels, lda, k_padded, packed, row_blocks, scratch);
+    gemm_scalar(rows, pixels, packed, row_blocks, scratch);
   }
   epilogue_scalar(scratch, pixels, row_blocks * kRowBlock, epilogue, first_pixel);
 }

@@ -61,9 +61,52 @@ int64_t get_isa() { return active_isa(); }
 
 bool supports_isa(int64_t isa) { return isa_supported(static_cast<int>(isa)); }
 
+namespace {
+
+int64_t round4(int64_t v) { return (v + 3) / 4 * 4; }
+
+// The input as the direct convolution reads it: zero padding (the level of real zero,
+// 0x80 once int8 is read as uint8), channels padded to a multiple of 4. No copy where the
+// input already is that.
+at::Tensor padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t pw) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t cp = round4(c), hp = h + 2 * ph, wp = w + 2 * pw;
+  if (!flip && cp == c && ph == 0 && pw == 0) return x;
+  at::Tensor out = at::empty({n, hp, wp, cp}, x.options().dtype(at::kByte));
+  const uint8_t fill = flip ? 0x80 : 0;
+  const uint8_t* src = static_cast<const uint8_t*>(x.data_ptr());
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  at::parallel_for(0, n * hp, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / hp, y = job % hp - ph;
+      uint8_t* row = dst + job * wp * cp;
+      if (y < 0 || y >= h) {
+        std::memset(row, fill, wp * cp);
+        continue;
+      }
+      std::memset(row, fill, pw * cp);
+      std::memset(row + (pw + w) * cp, fill, pw * cp);
+      const uint8_t* in = src + (b * h + y) * w * c;
+      uint8_t* o = row + pw * cp;
+      if (!flip && cp == c) {
+        std::memcpy(o, in, w * c);
+        continue;
+      }
+      for (int64_t i = 0; i < w; ++i, o += cp, in += c) {
+        for (int64_t j = 0; j < c; ++j) o[j] = flip ? (in[j] ^ 0x80) : in[j];
+        for (int64_t j = c; j < cp; ++j) o[j] = fill;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
 // x: [N, C, H, W] uint8/int8 levels (int8 read as uint8 + 128, corrected in the bias);
-// packed: [groups, row_blocks, k_padded/4, 16, 4] int8; multiplier/bias/shift:
-// [groups, row_blocks*16] int64; returns [N, R, OH, OW] channels-last of out_dtype.
+// packed: [groups, row_blocks, kh*kw*round4(C/groups)/4, 16, 4] int8 (columns in (kh, kw,
+// channel) order); multiplier/bias/shift: [groups, row_blocks*16] int64; returns
+// [N, R, OH, OW] channels-last of out_dtype.
 at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& multiplier,
                       const at::Tensor& bias, const at::Tensor& shift, int64_t rows,
                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
@@ -77,10 +120,11 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
   const bool flip = x.scalar_type() == at::kChar;  // int8 -> uint8 by xor 0x80
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   TORCH_CHECK(c % groups == 0 && rows % groups == 0, "conv_fused: channels not divisible by groups");
-  const int64_t cg = c / groups, rg = rows / groups;
-  const int64_t k = kh * kw * cg, k_padded = (k + 3) / 4 * 4;
+  const int64_t cg = c / groups, rg = rows / groups, cgp = round4(cg);
+  const int64_t taps = kh * kw, k_padded = taps * cgp;
   const int64_t row_blocks = packed.size(1);
-  TORCH_CHECK(packed.size(0) == groups && packed.size(2) * 4 == k_padded && row_blocks * kRowBlock >= rg,
+  TORCH_CHECK(packed.size(0) == groups && packed.size(2) * 4 == k_padded &&
+                  row_blocks * kRowBlock >= rg,
               "conv_fused: packed weights do not match the input");
   const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
   const int64_t ow = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
@@ -95,74 +139,88 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
                 " differs from the output's ", out.sizes());
   }
   const int isa = active_isa();
-  const uint8_t* xp = static_cast<const uint8_t*>(x.data_ptr());
   const int8_t* wp = packed.data_ptr<int8_t>();
+  const int64_t padded_rows = row_blocks * kRowBlock;
+  auto epilogue = [&](int64_t g) {
+    Epilogue e;
+    e.multiplier = multiplier.data_ptr<int64_t>() + g * padded_rows;
+    e.bias = bias.data_ptr<int64_t>() + g * padded_rows;
+    e.shift = shift.data_ptr<int64_t>() + g * padded_rows;
+    e.low = low;
+    e.high = high;
+    e.rows = rg;
+    e.residual = nullptr;
+    e.residual_dtype = residual.defined() ? dtype_code(residual.scalar_type()) : 0;
+    e.residual_stride = rows;
+    e.residual_multiplier = residual_multiplier;
+    if (residual.defined()) {
+      e.residual = static_cast<const char*>(residual.data_ptr()) + g * rg * residual.element_size();
+    }
+    e.out = static_cast<char*>(out.data_ptr()) + g * rg * out.element_size();
+    e.out_dtype = static_cast<int>(out_dtype);
+    e.out_stride = rows;
+    return e;
+  };
   const int64_t pixels = n * oh * ow;
-  // A 1x1 stride-1 unpadded conv (and a linear layer) of uint8 inputs reads its GEMM rows
-  // straight from the input when each pixel's channels form whole 4-byte groups.
-  const bool direct = groups == 1 && kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 &&
-                      pw == 0 && !flip && c % 4 == 0;
+  if (groups == 1) {
+    // Direct convolution: each tap's GEMM rows read in place from the padded input.
+    const at::Tensor xp = padded_input(x, flip, ph, pw);
+    const int64_t hp = h + 2 * ph, wpad = w + 2 * pw;
+    std::vector<int64_t> offsets(taps);
+    for (int64_t u = 0; u < kh; ++u)
+      for (int64_t v = 0; v < kw; ++v) offsets[u * kw + v] = (u * dh * wpad + v * dw) * cgp;
+    const uint8_t* base = static_cast<const uint8_t*>(xp.data_ptr());
+    const Epilogue e = epilogue(0);
+    // 1x1 stride-1 convs and linear layers: one run of pixels, cut into tiles.
+    const bool flat = kh == 1 && kw == 1 && sh == 1 && sw == 1;
+    const int64_t jobs = flat ? (pixels + kTilePixels - 1) / kTilePixels : n * oh;
+    at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> scratch(std::max(kTilePixels, ow) * padded_rows);
+      for (int64_t job = begin; job < end; ++job) {
+        if (flat) {
+          const int64_t p0 = job * kTilePixels, count = std::min(kTilePixels, pixels - p0);
+          conv_requantize(isa, base + p0 * cgp, count, cgp, offsets.data(), 1, cgp / 4, wp,
+                          row_blocks, e, p0, scratch.data());
+        } else {
+          const int64_t b = job / oh, y = job % oh;
+          const uint8_t* row = base + ((b * hp + y * sh) * wpad) * cgp;
+          conv_requantize(isa, row, ow, sw * cgp, offsets.data(), taps, cgp / 4, wp, row_blocks,
+                          e, job * ow, scratch.data());
+        }
+      }
+    });
+    return out;
+  }
+  // Grouped: each group's channels gathered into an im2col tile (one tap at offset 0).
+  const uint8_t* xp = static_cast<const uint8_t*>(x.data_ptr());
   const int64_t tiles = (pixels + kTilePixels - 1) / kTilePixels;
   const uint8_t pad_value = flip ? 0x80 : 0;
-  const int out_code = static_cast<int>(out_dtype);
-  const int res_code = residual.defined() ? dtype_code(residual.scalar_type()) : 0;
+  const int64_t zero = 0;
   at::parallel_for(0, tiles * groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> tile(direct ? 0 : kTilePixels * k_padded);
-    std::vector<int32_t> scratch(kTilePixels * row_blocks * kRowBlock);
+    std::vector<uint8_t> tile(kTilePixels * k_padded);
+    std::vector<int32_t> scratch(kTilePixels * padded_rows);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t g = job % groups, t = job / groups;
       const int64_t p0 = t * kTilePixels, count = std::min(kTilePixels, pixels - p0);
-      const uint8_t* a;
-      int64_t lda;
-      if (direct) {
-        a = xp + p0 * c;
-        lda = c;
-      } else {
-        for (int64_t i = 0; i < count; ++i) {
-          const int64_t p = p0 + i, b = p / (oh * ow), rem = p % (oh * ow);
-          const int64_t y0 = (rem / ow) * sh - ph, x0 = (rem % ow) * sw - pw;
-          uint8_t* dst = tile.data() + i * k_padded;
-          for (int64_t u = 0; u < kh; ++u) {
-            const int64_t iy = y0 + u * dh;
-            for (int64_t v = 0; v < kw; ++v, dst += cg) {
-              const int64_t ix = x0 + v * dw;
-              if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-                std::memset(dst, pad_value, cg);
-                continue;
-              }
-              const uint8_t* src = xp + ((b * h + iy) * w + ix) * c + g * cg;
-              if (flip) {
-                for (int64_t j = 0; j < cg; ++j) dst[j] = src[j] ^ 0x80;
-              } else {
-                std::memcpy(dst, src, cg);
-              }
-            }
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t p = p0 + i, b = p / (oh * ow), rem = p % (oh * ow);
+        const int64_t y0 = (rem / ow) * sh - ph, x0 = (rem % ow) * sw - pw;
+        uint8_t* dst = tile.data() + i * k_padded;
+        for (int64_t u = 0; u < kh; ++u) {
+          const int64_t iy = y0 + u * dh;
+          for (int64_t v = 0; v < kw; ++v, dst += cgp) {
+            const int64_t ix = x0 + v * dw;
+            std::memset(dst, pad_value, cgp);
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            const uint8_t* src = xp + ((b * h + iy) * w + ix) * c + g * cg;
+            for (int64_t j = 0; j < cg; ++j) dst[j] = flip ? (src[j] ^ 0x80) : src[j];
           }
-          std::memset(dst, 0, k_padded - k);
         }
-        a = tile.data();
-        lda = k_padded;
       }
-      Epilogue e;
-      const int64_t padded_rows = row_blocks * kRowBlock;
-      e.multiplier = multiplier.data_ptr<int64_t>() + g * padded_rows;
-      e.bias = bias.data_ptr<int64_t>() + g * padded_rows;
-      e.shift = shift.data_ptr<int64_t>() + g * padded_rows;
-      e.low = low;
-      e.high = high;
-      e.rows = rg;
-      e.residual_dtype = res_code;
-      e.residual_stride = rows;
-      e.residual_multiplier = residual_multiplier;
-      e.residual = nullptr;
-      if (residual.defined()) {
-        e.residual = static_cast<const char*>(residual.data_ptr()) + g * rg * residual.element_size();
-      }
-      e.out = static_cast<char*>(out.data_ptr()) + g * rg * out.element_size();
-      e.out_dtype = out_code;
-      e.out_stride = rows;
-      gemm_requantize(isa, a, count, lda, k_padded, wp + g * row_blocks * (k_padded / 4) * kRowBlock * 4,
-                      row_blocks, e, p0, scratch.data());
+      const Epilogue e = epilogue(g);
+      conv_requantize(isa, tile.data(), count, k_padded, &zero, 1, k_padded / 4,
+                      wp + g * row_blocks * (k_padded / 4) * kRowBlock * 4, row_blocks, e, p0,
+                      scratch.data());
     }
   });
   return out;
