@@ -176,13 +176,15 @@ def simulate_packed(
     *,
     netlist: bool = False,
     random_cycles: int = 5000,
+    longest: int = 2**ACC_GUARD_BITS,
 ) -> PackedSimulation:
-    """Replay :func:`packed_stimulus` through the RTL (or Yosys's netlist) and compare."""
+    """Replay :func:`packed_stimulus` through the RTL (or Yosys's netlist) and compare;
+    ``longest`` is the worst-case run's length (the guard bits' promise by default)."""
     if shutil.which("iverilog") is None or shutil.which("vvp") is None:
         raise HardwareCostError("Icarus Verilog not found (apt-get install -y iverilog)")
     rtl_dir, workdir = Path(rtl_dir), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    stim = packed_stimulus(unit, random_cycles)
+    stim = packed_stimulus(unit, random_cycles, longest=longest)
     k, a = unit.weight_bits, unit.act_bits
     mask = (1 << k) - 1
     words = (
