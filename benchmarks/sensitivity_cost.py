@@ -58,6 +58,12 @@ def parse_args() -> argparse.Namespace:
         "--loader-max-probes", type=int, default=32, help="cap per layer, random batches"
     )
     parser.add_argument("--ilp-runs", type=int, default=20)
+    parser.add_argument(
+        "--probes-per-product", type=int, default=8, help="probes vectorised in one product"
+    )
+    parser.add_argument(
+        "--only-fixed-layer", action="store_true", help="only per-layer probes, fixed batch"
+    )
     add_run_options(parser, threads=2)
     return parser.parse_args()
 
@@ -80,6 +86,7 @@ def main() -> None:
         "max_probes_whole_model": args.model_max_probes,
         "max_probes_random_batches": args.loader_max_probes,
         "hvp_mode": "forward-over-reverse",
+        "probes_per_product": args.probes_per_product,
         "trace_runs": 1,
         "ilp_runs": args.ilp_runs,
         "ilp_candidates": list(JOINT_CANDIDATES),
@@ -99,12 +106,18 @@ def main() -> None:
         ("hutchinson-model", "fixed batch", fixed, "model", args.model_max_probes),
         ("hutchinson-layer", "random batches", shuffled, "layer", args.loader_max_probes),
     ]
+    if args.only_fixed_layer:
+        runs = runs[:1]
     # Warm-up: the first torch.func products pay one-off costs that are not the method's.
     hutchinson_traces(model, fixed, HutchinsonConfig(min_probes=2, max_probes=2), layers=["linear"])
     tables = {}
     for index, (method, data_name, data, scope, cap) in enumerate(runs):
         config = HutchinsonConfig(
-            tolerance=args.tolerance, min_probes=min(8, cap), max_probes=cap, probe_scope=scope
+            tolerance=args.tolerance,
+            min_probes=min(8, cap),
+            max_probes=cap,
+            probe_scope=scope,
+            probes_per_product=args.probes_per_product,
         )
         load_before = os.getloadavg()[0]
         table = hutchinson_traces(
@@ -113,7 +126,7 @@ def main() -> None:
         tables[(scope, data_name)] = table
         load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         record({**_trace_row(method, data_name, table), "load_average_before_after": load})
-        if index == 0:
+        if index == 0 and not args.only_fixed_layer:
             _ilp_rows(model, table, fixed, args.ilp_runs, record)
     settings["load_average_at_end"] = round(os.getloadavg()[0], 2)
     path = write_result(NAME, settings, rows, args.output)
