@@ -50,6 +50,7 @@ HEAD = "classifier"
 MEAN_FIELDS = ("eq_bits", "accuracy_ptq", "accuracy_per_epoch", "fpga_images_per_s", "weight_kib")
 _NOT_IN_KEY = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
 _NOT_IN_KEY |= {"threads", "name", "data_root"}
+_QUANT_ONLY = {"qat_sentences", "calib_sentences", "qat_epochs", "qat_lr"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +98,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
-    shared = {k: v for k, v in vars(args).items() if k not in _NOT_IN_KEY}
+    """The unit's key: a float model's leaves out the quantisation and QAT settings, so
+    changing those reuses the float models."""
+    unused = _NOT_IN_KEY | (_QUANT_ONLY if method == "fp32" else set())
+    shared = {k: v for k, v in vars(args).items() if k not in unused}
     return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
 
 

@@ -84,6 +84,14 @@ def test_glue_key_and_seed_checks() -> None:
     assert glue_sst2.unit_settings(moved, "msp", 3, 0) == key
     changed = glue_sst2.parse_args(["--seeds", "0", "1", "2", "--qat-lr", "1e-4"])
     assert glue_sst2.unit_settings(changed, "msp", 3, 0) != key
+    # the float model's key ignores the QAT settings, so a new QAT reuses the float models
+    assert glue_sst2.unit_settings(changed, "fp32", 32, 0) == glue_sst2.unit_settings(
+        args, "fp32", 32, 0
+    )
+    longer = glue_sst2.parse_args(["--seeds", "0", "1", "2", "--float-epochs", "2"])
+    assert glue_sst2.unit_settings(longer, "fp32", 32, 0) != glue_sst2.unit_settings(
+        args, "fp32", 32, 0
+    )
     with pytest.raises(BenchmarkSettingsError, match="3 seeds"):
         glue_sst2.parse_args(["--seeds", "0"])
     assert str(glue_sst2.method_recipe("rmsmp", 3).default.ratio).startswith("sp2-3:0.6")
