@@ -42,9 +42,9 @@ def test_each_layer_is_within_a_level_of_fake_quant_almost_everywhere(models) ->
     per_image = 3 * 1024 + 7 * 16 * 1024 + 32 * 256 * 5 + 32 * 256 + 64 * 64 * 5 + 64
     assert per_image == 187_456 and elements == 100 * per_image
     # Fed fake-quant's own levels, the deployed arithmetic (16-bit shortcuts, averaging
-    # after rounding) moves a level by one on a few elements in a thousand.
-    assert max(layer.max_abs_diff for layer in layers) <= 2
-    assert mismatches <= 5e-3 * elements
+    # after rounding) moves a level by one on under one element in a thousand.
+    assert max(layer.max_abs_diff for layer in layers) <= 1
+    assert mismatches <= 2e-3 * elements
 
 
 def test_what_is_evaluated_is_what_is_deployed_on_real_images(models) -> None:
@@ -59,7 +59,7 @@ def test_what_is_evaluated_is_what_is_deployed_on_real_images(models) -> None:
             agree += int((qnet(x).argmax(1) == integers.argmax(1)).sum())
         few = images[0][:REFERENCE_IMAGES]
         assert torch.equal(reference.forward_integer(few), inet.forward_integer(few))
-    assert agree >= 0.93 * sum(len(x) for x in images)  # float fake-quant: nearly the same
+    assert agree >= 0.9 * sum(len(x) for x in images)  # float fake-quant: mostly the same
 
 
 def test_evaluate_exact_is_the_deployed_top1(models, shared_data: Path) -> None:
