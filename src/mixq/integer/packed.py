@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import math
 import operator
 from collections.abc import Callable
@@ -101,6 +102,11 @@ _METHODS = frozenset(
 )
 _OPS = frozenset({"placeholder", "call_module", "call_function", "call_method", "output"})
 _MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay in int64
+# torch.fx writes node names, placeholder targets and keyword names into the Python source
+# it generates and executes: a name from a file must be a plain identifier, never code.
+_MAX_NAME = 128
+# The attributes ``getattr`` nodes of the compiled graph read (shapes for reshapes).
+_ATTRIBUTES = frozenset({"shape", "dtype", "ndim"})
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -450,8 +456,9 @@ class _Decoder:
         ranges = self._layer_input_ranges()
         for name, entry in self.entries.items():
             # The compiler flattens dotted names: a dot would nest modules.
-            if not name or "." in name:
+            if not isinstance(name, str) or not name or "." in name:
                 raise PackedFormatError(f"module name {name!r} is empty or dotted")
+            _identifier(name, "module name")
             root.add_module(name, self._module(name, entry, ranges.get(name)))
         graph = self._graph()
         self.tensors.check_all_used()
@@ -460,6 +467,8 @@ class _Decoder:
         if not set(layer_inputs.values()) <= set(self.entries):
             raise PackedFormatError(f"layer_inputs {layer_inputs} name unknown modules")
         scale = _get(self.header, "output_scale", (float, int))
+        if not (math.isfinite(scale) and scale > 0):
+            raise PackedFormatError(f"output_scale {scale!r} is not a positive finite number")
         return IntegerModel(graph_module, float(scale), layer_inputs, self.engine)
 
     # -- modules --------------------------------------------------------------------------
@@ -473,6 +482,8 @@ class _Decoder:
                 return self._layer(name, entry, input_range)
             if kind == "QuantizeInput":
                 step = self.tensors.take(f"{name}.step", torch.float32, ())
+                if not (torch.isfinite(step) and step > 0):
+                    raise PackedFormatError(f"step {float(step)!r} is not a positive finite number")
                 return QuantizeInput(step, *_range(entry))
             if kind == "Requantize":
                 return Requantize(*_dyadic_entry(entry), *_range(entry))
@@ -523,7 +534,9 @@ class _Decoder:
         self, name: str, shape: tuple[int, ...], codes: np.ndarray, candidates: list[Candidate]
     ) -> Tensor:
         elements = math.prod(shape[1:])
-        values = np.zeros((shape[0], elements), dtype=np.int64)
+        # Every group's stored bytes are checked against the shape before anything the size
+        # of the shape is allocated: a forged huge weight_shape fails here, not in numpy.
+        groups = []
         for code, candidate in enumerate(candidates):
             rows = np.flatnonzero(codes == code)
             if len(rows) == 0:
@@ -531,6 +544,9 @@ class _Decoder:
             count = len(rows) * elements
             size = (packed_bytes(candidate.bits, count),)
             data = self.tensors.take(f"{name}.weight.{candidate}", torch.uint8, size).numpy()
+            groups.append((rows, candidate, data, count))
+        values = np.zeros((shape[0], elements), dtype=np.int64)
+        for rows, candidate, data, count in groups:
             values[rows] = unpack_levels(data, candidate, count).reshape(len(rows), elements)
         return torch.from_numpy(values).reshape(shape)
 
@@ -573,12 +589,20 @@ class _Decoder:
 
     def _node(self, graph: fx.Graph, entry: dict[str, Any], env: dict[str, fx.Node]) -> fx.Node:
         op, target = _get(entry, "op", str), _get(entry, "target", str)
+        name = _identifier(_get(entry, "name", str), "node name")
         if op not in _OPS:
             raise PackedFormatError(f"unknown op {op!r}")
+        if name in env:
+            raise PackedFormatError(f"node name {name!r} is used twice")
         args = tuple(_decode_arg(a, env) for a in _get(entry, "args", list))
-        kwargs = {k: _decode_arg(v, env) for k, v in _get(entry, "kwargs", dict).items()}
+        kwargs = {
+            _identifier(k, "keyword"): _decode_arg(v, env)
+            for k, v in _get(entry, "kwargs", dict).items()
+        }
         if op == "placeholder":
-            return graph.placeholder(target)
+            if args or kwargs:
+                raise PackedFormatError("a placeholder takes no arguments")
+            return graph.placeholder(_identifier(target, "input name"))
         if op == "output":
             return graph.output(*args)
         if op == "call_module" and target not in self.entries:
@@ -586,10 +610,32 @@ class _Decoder:
         if op == "call_function":
             if target not in _FUNCTIONS:
                 raise PackedFormatError(f"unknown function {target!r}")
-            return graph.create_node(op, _FUNCTIONS[target], args, kwargs, entry["name"])
+            if target == "getattr":
+                _check_getattr(args)
+            return graph.create_node(op, _FUNCTIONS[target], args, kwargs, name)
         if op == "call_method" and target not in _METHODS:
             raise PackedFormatError(f"unknown method {target!r}")
-        return graph.create_node(op, target, args, kwargs, entry["name"])
+        return graph.create_node(op, target, args, kwargs, name)
+
+
+def _identifier(value: str, what: str) -> str:
+    """``value`` if it is a plain Python identifier (no keyword, no dunder), else an error:
+    these names end up in the source code torch.fx generates."""
+    if (
+        not value.isidentifier()
+        or not value.isascii()
+        or keyword.iskeyword(value)
+        or value.startswith("__")
+        or len(value) > _MAX_NAME
+    ):
+        raise PackedFormatError(f"{what} {value[:80]!r} is not a plain identifier")
+    return value
+
+
+def _check_getattr(args: tuple[Any, ...]) -> None:
+    if len(args) != 2 or not isinstance(args[0], fx.Node) or args[1] not in _ATTRIBUTES:
+        shown = args[1] if len(args) == 2 else args
+        raise PackedFormatError(f"getattr of {shown!r} is not allowed (only {sorted(_ATTRIBUTES)})")
 
 
 def _decode_arg(value: Any, env: dict[str, fx.Node]) -> Any:
