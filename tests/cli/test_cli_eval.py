@@ -95,7 +95,7 @@ def test_integer_engines_match_the_fake_quantised_model(
         (["FLOAT", "--model", TINY_MODEL, "--float"], 1, "--float needs a quantised checkpoint"),
         (["QUANT", "--float", "bias"], 2, "invalid choice: 'bias'"),
         (["QUANT", "--images", "0"], 2, "must be >= 1"),
-        (["QUANT", "--model", "vgg"], 2, "invalid choice: 'vgg'"),
+        (["QUANT", "--model", "vgg"], 1, "unknown model 'vgg'"),
         (["QUANT", "--integer", "gpu"], 2, "invalid choice: 'gpu'"),
         (["FLOAT", "--model", TINY_MODEL, "--integer"], 1, "--integer needs a quantised"),
     ],

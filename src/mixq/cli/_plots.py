@@ -101,6 +101,19 @@ def plot_assignment(assignments: Mapping[str, RowAssignment], path: Path, *, tit
     _save(fig, path)
 
 
+MARKERS = "osD^vP*X<>hp"
+
+
+def method_styles(methods: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """One colour index and marker per method, in order of first appearance.
+
+    >>> method_styles(["fixed4-a4", "rmsmp-a4", "fixed4-a4"])
+    {'fixed4-a4': (0, 'o'), 'rmsmp-a4': (1, 's')}
+    """
+    unique = list(dict.fromkeys(methods))
+    return {m: (i % 10, MARKERS[i % len(MARKERS)]) for i, m in enumerate(unique)}
+
+
 def plot_accuracy_bits(
     series: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
     path: Path,
@@ -108,48 +121,51 @@ def plot_accuracy_bits(
     metric: str = "top1",
     title: str = "accuracy against equivalent weight bits",
 ) -> None:
-    """Points ``(eq_bits, metric)`` of each result's rows, labelled by method. A row with
-    ``<metric>_ptq`` gets a hollow marker there, joined to its fine-tuned value; fp32 rows
-    are a dashed line."""
-    plotted = [
-        (label, [r for r in rows if metric in r and "eq_bits" in r]) for label, rows in series
+    """Points ``(eq_bits, metric)`` of the rows of one data set, one colour and marker per
+    method, named in the legend (no text on the axes to overlap). A row with
+    ``<metric>_ptq`` gets a hollow marker there, joined to its filled fine-tuned value. Only
+    a row whose method is ``fp32`` (the float model) is drawn as a dashed line; other rows
+    at 32 bits (quantisation switched off in a quantised model) are left out."""
+    rows = [
+        row
+        for _, result_rows in series
+        for row in result_rows
+        if metric in row and "eq_bits" in row
     ]
-    if not any(rows for _, rows in plotted):
+    quantised = [r for r in rows if float(r["eq_bits"]) < FLOAT_BITS]
+    floats = [r for r in rows if r.get("method") == "fp32"]
+    if not quantised and not floats:
         raise PlotError(f"no result row has both 'eq_bits' and {metric!r}")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    for number, (label, rows) in enumerate(plotted):
-        colour = plt.get_cmap("tab10")(number % 10)
-        for row in rows:
-            value = 100 * float(row[metric])
-            if float(row["eq_bits"]) >= FLOAT_BITS:
-                ax.axhline(value, color=colour, linestyle="--", linewidth=1)
-                ax.annotate(
-                    f"{row.get('method', 'fp32')} ({label})",
-                    (0.01, value),
-                    xycoords=("axes fraction", "data"),
-                    fontsize=7,
-                    va="bottom",
-                )
-                continue
-            x = float(row["eq_bits"])
-            if f"{metric}_ptq" in row:
-                before = 100 * float(row[f"{metric}_ptq"])
-                ax.plot([x, x], [before, value], color=colour, linewidth=0.8)
-                ax.plot([x], [before], "o", mfc="none", color=colour)
-            ax.plot([x], [value], "o", color=colour)
-            ax.annotate(
-                str(row.get("method", "")),
-                (x, value),
-                fontsize=7,
-                xytext=(4, 2),
-                textcoords="offset points",
-            )
-        ax.plot([], [], "o", color=colour, label=label)
+    styles = method_styles([str(r.get("method", "")) for r in quantised])
+    colours = plt.get_cmap("tab10")
+    for row in floats:
+        value = 100 * float(row[metric])
+        ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=f"fp32 {value:.2f}%")
+    labelled: set[str] = set()
+    for row in quantised:
+        method = str(row.get("method", ""))
+        number, marker = styles[method]
+        colour = colours(number)
+        x, value = float(row["eq_bits"]), 100 * float(row[metric])
+        if f"{metric}_ptq" in row:
+            before = 100 * float(row[f"{metric}_ptq"])
+            ax.plot([x, x], [before, value], color=colour, linewidth=0.8)
+            ax.plot([x], [before], marker, mfc="none", color=colour)
+        label = None if method in labelled else method
+        labelled.add(method)
+        ax.plot([x], [value], marker, color=colour, label=label)
     ax.set_xlabel("equivalent weight bits")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="filled: final; hollow: before fine-tuning", title_fontsize=7)
+    ax.legend(
+        fontsize=8,
+        title="filled: final; hollow: before fine-tuning",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
     fig.tight_layout()
     _save(fig, path)

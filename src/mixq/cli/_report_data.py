@@ -13,7 +13,7 @@ from torch import nn
 from mixq.assignment import RowAssignment
 from mixq.io import atomic_write_text
 from mixq.nn.layers import QUANT_LAYERS
-from mixq.summary import LayerSummary, describe, fp32_weight_kib
+from mixq.summary import LayerSummary, ModelSummary, describe, fp32_weight_kib
 
 
 @dataclass(frozen=True)
@@ -78,27 +78,15 @@ def build_report(
     )
 
 
-def format_report(report: ModelReport) -> str:
-    """The per-layer table and the totals, as text."""
-    head = (
-        f"{'layer':24s} {'kind':6s} {'rows':>5s}  {'rows per candidate':36s} "
-        f"{'eq bits':>7s} {'a bits':>6s} {'BN':>3s} {'KiB':>8s}"
-    )
-    lines = [head, "-" * len(head)]
-    for layer in report.layers:
-        counts = " ".join(f"{c}:{n}" for c, n in layer.counts.items())
-        lines.append(
-            f"{layer.name[:24]:24s} {layer.kind:6s} {layer.rows:5d}  {counts[:36]:36s} "
-            f"{layer.eq_bits:7.2f} {layer.act_bits or 'float':>6} "
-            f"{'yes' if layer.bn_folded else 'no':>3s} {layer.storage_bits / 8192:8.2f}"
-        )
+def format_report(report: ModelReport, summary: ModelSummary) -> str:
+    """``mixq.describe``'s table (``str(summary)``), then the model, method and totals."""
     totals = " ".join(f"{c}:{n}" for c, n in report.rows_per_candidate.items())
-    lines += [
-        "-" * len(head),
-        f"{report.model} ({report.method}): {report.eq_bits:.3f} equivalent weight bits, "
-        f"{report.weight_kib:.1f} KiB against {report.fp32_kib:.1f} KiB in fp32 "
-        f"({report.fp32_kib / max(report.weight_kib, 1e-9):.1f}x smaller)",
-        f"rows per candidate: {totals}",
-        f"float layers: {', '.join(report.float_layers) or 'none'}",
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            str(summary),
+            f"{report.model} ({report.method}): {report.weight_kib:.1f} KiB against "
+            f"{report.fp32_kib:.1f} KiB in fp32 "
+            f"({report.fp32_kib / max(report.weight_kib, 1e-9):.1f}x smaller)",
+            f"rows per candidate: {totals}",
+        ]
+    )

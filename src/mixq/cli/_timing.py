@@ -64,10 +64,18 @@ def time_engines(
         try:
             integer = to_integer(model, example, engine=engine)
         except (MixqError, RuntimeError, OSError) as exc:
-            rows.append(Timing(engine, None, None, f"unavailable: {str(exc).splitlines()[0]}"))
+            rows.append(Timing(engine, None, None, f"unavailable: {_first_line(exc)}"))
             continue
-        rows.append(_timed(engine, integer, batches, float_rate))
+        try:
+            rows.append(_timed(engine, integer, batches, float_rate))
+        except Exception as exc:  # shown in the table: one broken engine spoils no other row
+            rows.append(Timing(engine, None, None, f"failed: {type(exc).__name__}: "
+                               f"{_first_line(exc)}"))  # fmt: skip
     return rows
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:160]
 
 
 def _timed(

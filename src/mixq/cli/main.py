@@ -77,6 +77,7 @@ def common_options(*, torch_device: bool = True) -> argparse.ArgumentParser:
         parent.add_argument(
             "--device",
             dest="torch_device",
+            metavar="DEVICE",
             default="cpu",
             help="where the model runs: cpu (default), cuda, cuda:1, mps; the integer "
             "engines and exports run on the CPU",
@@ -95,20 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         common = common_options(torch_device=getattr(module, "TORCH_DEVICE_OPTION", True))
         module.register(subparsers, common)
-    for sub in subparsers.choices.values():
-        _describe_output_default(sub)
+    for name, sub in subparsers.choices.items():
+        _describe_output_default(name, sub)
     return parser
 
 
-def _describe_output_default(parser: argparse.ArgumentParser) -> None:
+# Commands without a default output folder: what they do without -o.
+NO_OUTPUT_DEFAULT = {"export": "beside the checkpoint"}
+
+
+def _describe_output_default(command: str, parser: argparse.ArgumentParser) -> None:
+    default = parser.get_default("output")
+    where = NO_OUTPUT_DEFAULT.get(command, "none: nothing is written without -o")
     for action in parser._actions:
         if action.dest == "output":
-            default = parser.get_default("output")
-            action.help = (
-                f"folder for the files the command writes (default: {default})"
-                if default is not None
-                else "folder for the files the command writes (default: see above)"
-            )
+            action.help = f"folder for the files the command writes (default: {default or where})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -127,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.output) / QUANTIZED_NAME
     save_quantized(quantized, path, extra=extra)
     report = build_report(quantized, loaded.spec.build(), model_name=args.model, method=method)
-    print(format_report(report))
+    print(format_report(report, mixq.describe(quantized)))
     log.info("wrote %s", path)
     return 0

@@ -23,6 +23,7 @@ from mixq.cli._plots import NoMatplotlibError, plot_accuracy_bits, plot_assignme
 from mixq.cli._report_data import ModelReport, build_report, format_report
 from mixq.cli._results import ResultFile
 from mixq.errors import CheckpointError
+from mixq.summary import ModelSummary, describe
 
 log = logging.getLogger("mixq")
 
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     results = [(path, ResultFile.load(path)) for path in args.results]
     if args.checkpoint is not None:
-        report = _model_report(args.checkpoint, args.model)
-        print(format_report(report))
+        report, summary = _model_report(args.checkpoint, args.model)
+        print(format_report(report, summary))
         report.save(out / "report.json")
         draw_or_warn(
             lambda: plot_assignment(
@@ -74,21 +75,45 @@ def run(args: argparse.Namespace) -> int:
                 f"({report.eq_bits:.2f} equivalent bits)",
             )
         )
-    if results:
-        series = [(_label(path, result), result.rows) for path, result in results]
-        plot_path = out / "accuracy_bits.png"
-        draw_or_warn(lambda: plot_accuracy_bits(series, plot_path, metric=args.metric))
+    groups = _by_data_set(results)
+    for data_set, group in groups.items():
+        series = [(_label(path, result), result.rows) for path, result in group]
+        name = "accuracy_bits.png" if len(groups) == 1 else f"accuracy_bits_{_slug(data_set)}.png"
+        title = f"{data_set}: accuracy against equivalent weight bits"
+        draw_or_warn(
+            lambda series=series, name=name, title=title: plot_accuracy_bits(
+                series, out / name, metric=args.metric, title=title
+            )
+        )
     log.info("wrote the report into %s", out)
     return 0
 
 
-def _model_report(path: Path, model_name: str | None) -> ModelReport:
+def _model_report(path: Path, model_name: str | None) -> tuple[ModelReport, ModelSummary]:
     loaded = load_model(path, model_name)
     if not loaded.quantized:
         raise CheckpointError(f"{path} holds float weights; report needs a quantised model")
-    return build_report(
+    report = build_report(
         loaded.model, loaded.spec.build(), model_name=loaded.spec.name, method=loaded.method
     )
+    return report, describe(loaded.model)
+
+
+def _by_data_set(
+    results: list[tuple[Path, ResultFile]],
+) -> dict[str, list[tuple[Path, ResultFile]]]:
+    """Result files grouped by the data set (else the model) they were measured on: one
+    figure each, never two data sets on one axis."""
+    groups: dict[str, list[tuple[Path, ResultFile]]] = {}
+    for path, result in results:
+        settings = result.settings
+        key = str(settings.get("data") or settings.get("model") or "results")
+        groups.setdefault(key, []).append((path, result))
+    return groups
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "data"
 
 
 def _label(path: Path, result: ResultFile) -> str:
