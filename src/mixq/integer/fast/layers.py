@@ -89,6 +89,7 @@ class FusedConv(nn.Module):
         self.out_dtype = level_dtype(low, high)
         self.has_residual = residual_multiplier is not None
         self.residual_multiplier = int(residual_multiplier or 0)
+        self.second: list[int] = []  # set by also_requantize
         as_int64 = [t.to(torch.int64) for t in (multiplier, shift, offset)]
         self._pack(weight, *as_int64)
 
@@ -123,7 +124,13 @@ class FusedConv(nn.Module):
         self.register_buffer("bias_unsigned", per_group_rows(constant))
         self.register_buffer("bias_signed", per_group_rows(constant - correction))
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def also_requantize(self, multiplier: int, shift: int, low: int, high: int) -> None:
+        """Also return the output requantised, ``clamp((y*m + 2^(c-1)) >> c, low, high)``,
+        as a second tensor (what a following :class:`FastRequantize` computes), written by
+        the same epilogue instead of another pass over memory."""
+        self.second = [multiplier, shift, low, high, _code(level_dtype(low, high))]
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Any:
         if self.has_residual and residual is None:
             raise ValueError("this layer adds a residual; pass its levels")
         lead = x.shape[:-1]
@@ -135,9 +142,11 @@ class FusedConv(nn.Module):
         y = kernels().conv_fused(
             x, self.packed, self.multiplier, bias, self.shift, self.rows, *self.geometry,
             self.low, self.high, residual if self.has_residual else None,
-            self.residual_multiplier, _code(self.out_dtype),
+            self.residual_multiplier, _code(self.out_dtype), self.second,
         )  # fmt: skip
-        return y.reshape(*lead, self.rows) if self.linear else y
+        if self.linear:
+            y = [out.reshape(*lead, self.rows) for out in y]
+        return y[0] if len(y) == 1 else tuple(y)
 
     def runs(self, x: Tensor) -> bool:
         """Whether the kernel takes ``x`` (8-bit levels whose accumulators fit int32)."""
@@ -162,12 +171,17 @@ class FastLayer(nn.Module):
         )  # fmt: skip
         self.reference = reference
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Any:
         if self.fused.runs(x):
             return self.fused(x, residual)
         res = residual.to(torch.int64) if residual is not None else None
         y = self.reference(x.to(torch.int64), res).to(self.fused.out_dtype)
-        return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y
+        if y.dim() == 4:
+            y = y.contiguous(memory_format=torch.channels_last)
+        if not self.fused.second:
+            return y
+        m, c, low, high, code = self.fused.second
+        return y, kernels().requantize(y, m, c, low, high, code)
 
 
 class FastQuantizeInput(nn.Module):

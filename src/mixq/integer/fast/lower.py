@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
+import torch.fx as fx
 from torch import Tensor, nn
 
 from mixq.errors import IntegerConversionError
@@ -65,5 +67,39 @@ def lower(model: IntegerModel) -> FastIntegerModel:
         fast = _FAST_MODULES.get(type(module))
         if fast is not None:
             setattr(graph_module, name, fast(module))
+    _fuse_requantizations(graph_module)
     graph_module.recompile()
     return FastIntegerModel(graph_module, model.output_scale, model.layer_inputs, "fast")
+
+
+def _fuse_requantizations(graph_module: fx.GraphModule) -> None:
+    """A layer whose output a :class:`FastRequantize` also reads (a residual block's sum,
+    which the next block's first conv takes on its own grid) writes both tensors in one
+    epilogue: the layer's node returns a pair and the requantisation node goes."""
+    modules = dict(graph_module.named_children())
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        layer = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(layer, FastLayer):
+            continue
+        requantize = next(
+            (
+                user
+                for user in node.users
+                if user.op == "call_module"
+                and isinstance(modules.get(str(user.target)), FastRequantize)
+            ),
+            None,
+        )
+        if requantize is None:
+            continue
+        quant = modules[str(requantize.target)]
+        assert isinstance(quant, FastRequantize)
+        layer.fused.also_requantize(quant.multiplier, quant.shift, quant.low, quant.high)
+        with graph.inserting_after(node):
+            first = graph.call_function(operator.getitem, (node, 0))
+        with graph.inserting_after(first):
+            second = graph.call_function(operator.getitem, (node, 1))
+        node.replace_all_uses_with(first, delete_user_cb=lambda user: user not in (first, second))
+        requantize.replace_all_uses_with(second)
+        graph.erase_node(requantize)

@@ -33,6 +33,11 @@ struct Epilogue {
   void* out;                  // [pixels][out_stride] of out_dtype, at this group's channel 0
   int out_dtype;
   int64_t out_stride;
+  // Optional second output: the first's levels requantised to the next layer's input,
+  // clamp((y * second_multiplier + second_add) >> second_shift, second_low, second_high).
+  void* second_out;           // nullptr, or laid out as out
+  int second_dtype;
+  int64_t second_multiplier, second_add, second_shift, second_low, second_high;
 };
 
 // GEMM rows read in place: pixel p's k-group kg = t * groups_per_tap + g starts at

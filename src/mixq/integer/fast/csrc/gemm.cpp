@@ -53,6 +53,11 @@ void epilogue_scalar(const int32_t* acc, int64_t pixels, int64_t acc_stride, con
       }
       const int64_t y = std::min(std::max(t >> e.shift[r], e.low), e.high);
       store_level(e.out, e.out_dtype, pixel * e.out_stride + r, y);
+      if (e.second_out != nullptr) {
+        const int64_t z = (y * e.second_multiplier + e.second_add) >> e.second_shift;
+        store_level(e.second_out, e.second_dtype, pixel * e.out_stride + r,
+                    std::min(std::max(z, e.second_low), e.second_high));
+      }
     }
   }
 }
@@ -186,6 +191,14 @@ MIXQ_VNNI inline void requantize8(__m512i acc64, const Epilogue& e, int64_t pixe
   __m512i y = _mm512_srav_epi64(t, _mm512_loadu_si512(e.shift + r0));
   y = _mm512_min_epi64(_mm512_max_epi64(y, _mm512_set1_epi64(e.low)), _mm512_set1_epi64(e.high));
   store8(e.out, e.out_dtype, pixel * e.out_stride + r0, mask, y);
+  if (e.second_out != nullptr) {
+    __m512i z = _mm512_add_epi64(_mm512_mullo_epi64(y, _mm512_set1_epi64(e.second_multiplier)),
+                                 _mm512_set1_epi64(e.second_add));
+    z = _mm512_sra_epi64(z, _mm_cvtsi64_si128(e.second_shift));
+    z = _mm512_min_epi64(_mm512_max_epi64(z, _mm512_set1_epi64(e.second_low)),
+                         _mm512_set1_epi64(e.second_high));
+    store8(e.second_out, e.second_dtype, pixel * e.out_stride + r0, mask, z);
+  }
 }
 
 MIXQ_VNNI inline void requantize16(__m512i acc, const Epilogue& e, int64_t pixel, int64_t r0) {

@@ -107,12 +107,15 @@ at::Tensor padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t pw) 
 // packed: [groups, row_blocks, kh*kw*round4(C/groups)/4, 16, 4] int8 (columns in (kh, kw,
 // channel) order); multiplier/bias/shift: [groups, row_blocks*16] int64; returns
 // [N, R, OH, OW] channels-last of out_dtype.
-at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& multiplier,
+// second: {multiplier, shift, low, high, dtype} of an optional second output (the first's
+// levels requantised, as a following Requantize would), or empty.
+std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& packed,
+                      const at::Tensor& multiplier,
                       const at::Tensor& bias, const at::Tensor& shift, int64_t rows,
                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                       int64_t dh, int64_t dw, int64_t groups, int64_t low, int64_t high,
                       const c10::optional<at::Tensor>& residual_in, int64_t residual_multiplier,
-                      int64_t out_dtype) {
+                      int64_t out_dtype, const std::vector<int64_t>& second) {
   TORCH_CHECK(x_in.dim() == 4, "conv_fused: input must be 4-D");
   TORCH_CHECK(x_in.scalar_type() == at::kByte || x_in.scalar_type() == at::kChar,
               "conv_fused: input levels must be uint8 or int8");
@@ -138,6 +141,15 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
     TORCH_CHECK(residual.sizes() == out.sizes(), "conv_fused: residual shape ", residual.sizes(),
                 " differs from the output's ", out.sizes());
   }
+  TORCH_CHECK(second.empty() || second.size() == 5, "conv_fused: second output needs 5 values");
+  TORCH_CHECK(second.empty() || (second[1] >= 0 && second[1] <= 62), "conv_fused: bad shift");
+  at::Tensor out2;
+  if (!second.empty()) {
+    out2 = at::empty({n, rows, oh, ow}, at::TensorOptions().dtype(scalar_type(second[4])))
+               .contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  std::vector<at::Tensor> results{out};
+  if (out2.defined()) results.push_back(out2);
   const int isa = active_isa();
   const int8_t* wp = packed.data_ptr<int8_t>();
   const int64_t padded_rows = row_blocks * kRowBlock;
@@ -159,6 +171,16 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
     e.out = static_cast<char*>(out.data_ptr()) + g * rg * out.element_size();
     e.out_dtype = static_cast<int>(out_dtype);
     e.out_stride = rows;
+    e.second_out = nullptr;
+    if (out2.defined()) {
+      e.second_out = static_cast<char*>(out2.data_ptr()) + g * rg * out2.element_size();
+      e.second_dtype = static_cast<int>(second[4]);
+      e.second_multiplier = second[0];
+      e.second_shift = second[1];
+      e.second_add = second[1] > 0 ? (int64_t{1} << (second[1] - 1)) : 0;
+      e.second_low = second[2];
+      e.second_high = second[3];
+    }
     return e;
   };
   const int64_t pixels = n * oh * ow;
@@ -189,7 +211,7 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
         }
       }
     });
-    return out;
+    return results;
   }
   // Grouped: each group's channels gathered into an im2col tile (one tap at offset 0).
   const uint8_t* xp = static_cast<const uint8_t*>(x.data_ptr());
@@ -223,7 +245,7 @@ at::Tensor conv_fused(const at::Tensor& x_in, const at::Tensor& packed, const at
                       scratch.data());
     }
   });
-  return out;
+  return results;
 }
 
 namespace {
