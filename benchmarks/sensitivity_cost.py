@@ -62,6 +62,11 @@ def parse_args() -> argparse.Namespace:
         "--probes-per-product", type=int, default=8, help="probes vectorised in one product"
     )
     parser.add_argument(
+        "--hvp-timing",
+        action="store_true",
+        help="only time single against vectorised products (per probe), interleaved",
+    )
+    parser.add_argument(
         "--only-fixed-layer", action="store_true", help="only per-layer probes, fixed batch"
     )
     add_run_options(parser, threads=2)
@@ -106,6 +111,9 @@ def main() -> None:
         ("hutchinson-model", "fixed batch", fixed, "model", args.model_max_probes),
         ("hutchinson-layer", "random batches", shuffled, "layer", args.loader_max_probes),
     ]
+    if args.hvp_timing:
+        record(_hvp_timing(model, fixed[0], args.probes_per_product))
+        return
     if args.only_fixed_layer:
         runs = runs[:1]
     # Warm-up: the first torch.func products pay one-off costs that are not the method's.
@@ -132,6 +140,50 @@ def main() -> None:
     path = write_result(NAME, settings, rows, args.output)
     _plot(tables, path.with_suffix(".png"))
     print(f"wrote {path}")
+
+
+def _hvp_timing(model: nn.Module, batch: Any, probes: int, repeats: int = 1) -> dict[str, Any]:
+    """Seconds per probe of one product at a time against ``probes`` vectorised, on the
+    first, a middle and the last layer (the same batch; interleaved, so both see the same
+    load)."""
+    import torch.nn.functional as F
+
+    from mixq.sensitivity.folded import folded_float_copy
+    from mixq.sensitivity.hvp import make_batched_hvp, make_hvp
+
+    target = folded_float_copy(model, fold_bn=True).requires_grad_(False)
+    single, batched = make_hvp(target, F.cross_entropy), make_batched_hvp(target, F.cross_entropy)
+    inputs, targets = batch
+    params = dict(target.named_parameters())
+    every = [n for n, p in params.items() if n.endswith("weight") and p.dim() > 1]
+    keys = [every[0], every[len(every) // 2], every[-1]]
+    one_s = many_s = 0.0
+    load_before = os.getloadavg()[0]
+    for _ in range(repeats):
+        for key in keys:
+            w = {key: params[key].detach()}
+            vs = {key: torch.randint(0, 2, (probes, *w[key].shape)).float() * 2 - 1}
+            start = time.perf_counter()
+            for k in range(probes):
+                single(w, {key: vs[key][k]}, inputs, targets)
+            one_s += time.perf_counter() - start
+            start = time.perf_counter()
+            batched(w, vs, inputs, targets, True)
+            many_s += time.perf_counter() - start
+    products = repeats * len(keys) * probes
+    return {
+        "method": "hvp-timing",
+        "model": "resnet20",
+        "data": "fixed batch",
+        "trace_s": None,
+        "probes_per_product": probes,
+        "layers": keys,
+        "products_each": products,
+        "s_per_probe_single": round(one_s / products, 4),
+        "s_per_probe_vectorised": round(many_s / products, 4),
+        "speedup": round(one_s / many_s, 2),
+        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def _ilp_rows(model: nn.Module, table: SensitivityTable, batch: list, runs: int, record) -> None:
@@ -232,6 +284,8 @@ def _budget(options: PerturbationTable, latency: CostTable) -> Budget:
 
 
 def _format(row: dict[str, Any]) -> str:
+    if row["method"] == "hvp-timing":
+        return str(row)
     if row["trace_s"] is not None:
         return (
             f"{row['method']:<18} {row['data']:<15} hvp {row['hvp_count']:>5}  "

@@ -12,7 +12,7 @@ and the perturbations the allocation ILPs weigh.
 from mixq.sensitivity.config import HutchinsonConfig, HvpMode, ProbeScope, StopRule
 from mixq.sensitivity.folded import folded_float_copy
 from mixq.sensitivity.hutchinson import hutchinson_traces
-from mixq.sensitivity.hvp import make_hvp
+from mixq.sensitivity.hvp import make_batched_hvp, make_hvp
 from mixq.sensitivity.perturbation import (
     HAWQ_CANDIDATES,
     JOINT_CANDIDATES,
@@ -37,6 +37,7 @@ __all__ = [
     "folded_float_copy",
     "hessian_rmsmp_plan",
     "hutchinson_traces",
+    "make_batched_hvp",
     "make_hvp",
     "perturbation_table",
 ]

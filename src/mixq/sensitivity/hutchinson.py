@@ -15,6 +15,15 @@ Each product averages the Hessians of the next ``batches_per_probe`` batches of 
 (cycled): the estimate is of the trace of the loss's Hessian over the loader's data, and
 its standard error counts mini-batch noise as well as probe noise. For the trace over a
 fixed set, let one probe span all its batches.
+
+Probes are computed ``probes_per_product`` at a time in one vectorised product
+(``torch.func.vmap`` over the probes; on one shared batch the primal forward and backward
+are computed once for all of them), then added to the layer's samples one by one under the
+stopping rule, exactly as if computed singly: the estimator and its stopping rule are
+unchanged, only a layer's last product may compute probes that go unused (they count in
+``hvp_count``). Under ``torch.distributed`` (torchrun), every rank passes the same data and
+config; the probes are shared out among the ranks (:mod:`mixq.sensitivity.distributed`)
+and every rank ends with the same table, the one a single process computes.
 """
 
 from __future__ import annotations
