@@ -292,3 +292,14 @@ def test_loader_rejects_bad_arguments(toy_root: Path, tmp_path: Path) -> None:
         cifar10_loader(toy_root, "test", 0, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="limit"):
         cifar10_loader(toy_root, "test", 4, limit=0, cache_dir=tmp_path)
+
+
+def test_cache_with_out_of_range_labels_is_rebuilt(toy_root: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    images, labels = load_cifar10_jpeg(toy_root, "test", cache, progress=False)
+    (cache_file,) = cache.iterdir()
+    np.savez(cache_file.with_suffix(""), images=images, labels=labels + 20)
+    with np.load(cache_file) as edited:
+        assert int(edited["labels"].min()) >= 20  # the edit landed in the cache file
+    _, rebuilt = load_cifar10_jpeg(toy_root, "test", cache, progress=False)
+    assert np.array_equal(rebuilt, labels)  # decoded again, not the edited labels

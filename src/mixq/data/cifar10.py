@@ -171,6 +171,8 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         and images.shape[1:] == _IMAGE_SHAPE
         and labels.dtype == np.int64
         and labels.shape == images.shape[:1]
+        # Labels outside the classes would fail training with a raw IndexError later.
+        and (labels.size == 0 or (labels.min() >= 0 and labels.max() < len(CIFAR10_CLASSES)))
     )
     return (images, labels) if valid else None
 
