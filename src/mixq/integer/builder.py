@@ -28,6 +28,7 @@ from mixq.errors import IntegerConversionError
 from mixq.integer.dyadic import MULTIPLIER_BITS, Dyadic
 from mixq.integer.ops import (
     AddLevels,
+    Engine,
     GlobalAvgPool,
     IntegerLayer,
     Lookup,
@@ -111,7 +112,7 @@ def grid_of(layer: nn.Module) -> Grid:
 
 
 def build_integer_graph(
-    model: nn.Module, graph: fx.Graph, engine: str
+    model: nn.Module, graph: fx.Graph, engine: Engine
 ) -> tuple[fx.GraphModule, float, dict[str, str]]:
     """The integer graph of ``model``'s traced ``graph`` (shapes propagated), its output
     scale and, per quantised layer, the module that produces its input levels."""
@@ -123,9 +124,9 @@ def build_integer_graph(
 
 
 class _Builder:
-    def __init__(self, model: nn.Module, graph: fx.Graph, engine: str) -> None:
+    def __init__(self, model: nn.Module, graph: fx.Graph, engine: Engine) -> None:
         self.modules = dict(model.named_modules())
-        self.engine = engine
+        self.engine: Engine = engine
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.env: dict[fx.Node, _Value] = {}

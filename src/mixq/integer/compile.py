@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from mixq.errors import IntegerConversionError
-from mixq.integer.ops import ENGINES
+from mixq.integer.ops import ENGINES, Engine
 from mixq.integer.supported import (
     ADD_FUNCTIONS,
     RELU_FUNCTIONS,
@@ -111,14 +111,14 @@ def to_integer(
     check_supported(graph, dict(model.named_modules()))
     traced = trace_with_shapes(model, example_input, graph)
 
-    def build(kind: str) -> IntegerModel:
+    def build(kind: Engine) -> IntegerModel:
         graph_module, output_scale, layer_inputs = build_integer_graph(model, traced, kind)
         return IntegerModel(graph_module, output_scale, layer_inputs, kind)
 
     if engine != "fast":
         return build(engine)
     try:
-        from mixq.integer.fast import lower  # type: ignore[attr-defined]
+        from mixq.integer.fast import lower
     except ImportError as exc:
         warnings.warn(
             f"the fast engine is not available ({exc}); running the int8 engine instead",

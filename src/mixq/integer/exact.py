@@ -40,16 +40,16 @@ class ExactModel(nn.Module):
         self.example_input = example_input[:1].detach().clone()
         self.engine: ExactEngine = engine
         self._integer: IntegerModel | None = None
-        self._version: tuple[int, ...] = ()
+        self._built_for: tuple[int, ...] = ()
 
     def integer_model(self) -> IntegerModel:
         """The integer model of the quantised model's current parameters."""
         version = tuple(
             t._version for t in (*self.quantized.parameters(), *self.quantized.buffers())
         )
-        if self._integer is None or version != self._version:
+        if self._integer is None or version != self._built_for:
             self._integer = to_integer(self.quantized, self.example_input, engine=self.engine)
-            self._version = version
+            self._built_for = version
         return self._integer
 
     def forward(self, x: Tensor) -> Tensor:

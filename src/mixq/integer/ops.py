@@ -245,7 +245,7 @@ class IntegerLayer(nn.Module):
         bound = int(q.abs().max()) * self._row_bound if q.numel() else 0
         dtype = torch.float32 if bound < _FLOAT32_EXACT else torch.float64
         weight = self._float_weight if dtype == torch.float64 else self._single_weight
-        return self._apply(q.to(dtype), weight).to(torch.int64)
+        return self._convolve(q.to(dtype), weight).to(torch.int64)
 
     def accumulate_shift_add(self, q: Tensor) -> Tensor:
         """The same accumulators as PoT/SP2 hardware forms them: per scheme, a ternary
@@ -256,11 +256,11 @@ class IntegerLayer(nn.Module):
             for bit, values in terms:
                 weight = torch.zeros_like(self._float_weight)
                 weight[rows] = values.double()
-                acc = acc + (self._apply(q.double(), weight).to(torch.int64) << bit)
+                acc = acc + (self._convolve(q.double(), weight).to(torch.int64) << bit)
             out = out + acc
         return out
 
-    def _apply(self, q: Tensor, values: Tensor) -> Tensor:
+    def _convolve(self, q: Tensor, values: Tensor) -> Tensor:
         if self.conv is None:
             return q @ values.t()
         return F.conv2d(q, values, **self.conv)

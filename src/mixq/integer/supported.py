@@ -52,7 +52,7 @@ def is_zero_pad(node: fx.Node) -> bool:
     """Whether an ``F.pad`` call pads with zeros (which integers at any scale can do)."""
     mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
     value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
-    return mode == "constant" and (value is None or value == 0)
+    return bool(mode == "constant" and (value is None or value == 0))
 
 
 def supported_max_pool(module: nn.MaxPool2d) -> bool:
@@ -60,7 +60,7 @@ def supported_max_pool(module: nn.MaxPool2d) -> bool:
     windows, no dilation, no ceil mode, no indices."""
     sizes = [module.kernel_size, module.stride or module.kernel_size, module.padding]
     square = all(not isinstance(s, tuple) or len(set(s)) == 1 for s in sizes)
-    return (
+    return bool(
         square
         and _single(module.dilation) == 1
         and not module.ceil_mode
