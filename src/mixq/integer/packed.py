@@ -5,7 +5,7 @@
 the float model it came from, and refuses a file that is truncated, edited or of another
 version with :class:`~mixq.errors.PackedFormatError`.
 
-Format ``mixq-packed``, version 1
+Format ``mixq-packed``, version 2
 ---------------------------------
 Tensors (safetensors, little-endian), for each module ``M`` of the integer graph:
 
@@ -23,21 +23,26 @@ Tensors (safetensors, little-endian), for each module ``M`` of the integer graph
     takes ``ceil(bits * rows_in_group * E / 8)`` bytes, at most the per-row bound
     ``sum over its rows of ceil(bits * E / 8)``; only its last byte has padding.
   - ``M.multiplier``, ``M.shift``, ``M.offset``: int64 ``(R,)``, each row's requantisation
-    ``round((acc * multiplier + offset) / 2^shift)``.
+    ``clamp((acc * multiplier + offset (+ residual * residual_multiplier) + 2^(shift-1))
+    >> shift, low, high)`` (``docs/integer.md``, *Fused layer contract*).
 
 - ``QuantizeInput`` ``M``: ``M.step``, float32 scalar, the input's activation step.
+- ``Lookup`` ``M``: ``M.table``, int64 ``(L,)``, the next grid's level of each input level.
 
 Metadata key ``"mixq"``: a JSON header with ``format`` (``"mixq-packed"``), ``version``
-(1), ``candidates`` (every candidate the file uses), ``output_scale``, ``layer_inputs``,
-``modules`` (name to ``kind`` and scalar attributes: ``low``/``high``, ``multiplier``/
-``shift``, ``keepdim``, ``kernel``/``stride``, ``scale``, and for layers ``weight_shape``,
-``candidates`` and ``conv``), ``nodes`` (the fx graph in order: ``name``, ``op``,
+(2), ``candidates`` (every candidate the file uses), ``output_scale``, ``layer_inputs``,
+``modules`` (name to ``kind`` and scalar attributes: ``low``/``high`` (``null``: no clamp),
+``multiplier``/``shift``, ``m_a``/``m_b`` (``AddLevels``), ``keepdim``,
+``kernel``/``stride``/``padding``, ``function`` (``Lookup``), and for layers
+``weight_shape``, ``candidates``, ``conv`` and ``residual_multiplier``), ``nodes`` (the fx graph in order: ``name``, ``op``,
 ``target``, ``args`` and ``kwargs`` where ``{"node": name}`` refers to an earlier node and
 ``{"tuple": [...]}``, ``{"list": [...]}``, ``{"slice": [a, b, c]}`` tag the other
 non-JSON values) and ``checksum``: ``"sha256:"`` and the hex digest of :func:`checksum`
 (the header without its checksum, then every tensor's name, dtype, shape and bytes).
-Function targets are looked up in a fixed table, never imported by name. A reader of
-version 1 refuses any other version, newer ones included.
+Function targets are looked up in a fixed table (the ops of
+:mod:`mixq.integer.supported`), never imported by name; every name is checked to be a plain
+identifier before torch.fx sees it. A reader of version 2 refuses any other version:
+version 1 held the integer graph before the fused-layer engine.
 """
 
 from __future__ import annotations
@@ -46,10 +51,11 @@ import hashlib
 import json
 import keyword
 import math
-import operator
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -67,39 +73,50 @@ from mixq.integer.compile import IntegerModel
 from mixq.integer.dyadic import MAX_SHIFT, MULTIPLIER_BITS
 from mixq.integer.ops import (
     ENGINES,
+    AddLevels,
     GlobalAvgPool,
     IntegerLayer,
+    Lookup,
     MaxPool,
     QuantizeInput,
     Requantize,
     Rescale,
     layer_engine,
 )
+from mixq.integer.supported import (
+    ADD_FUNCTIONS,
+    CAT_FUNCTIONS,
+    CLAMP_FUNCTIONS,
+    CLAMP_METHODS,
+    RELU6_FUNCTIONS,
+    RELU_FUNCTIONS,
+    SHAPE_FUNCTIONS,
+    SHAPE_METHODS,
+)
 from mixq.integer.weights import IntegerWeights
 from mixq.io import atomic_write
 from mixq.schemes import Candidate
 
 FORMAT_NAME = "mixq-packed"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER_KEY = "mixq"
 
-# The functions and methods the integer compiler emits; a file can name only these.
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "torch.clamp_min": torch.clamp_min,
-    "torch.flatten": torch.flatten,
-    "torch.reshape": torch.reshape,
-    "torch.relu": torch.relu,
-    "torch.add": torch.add,
-    "torch.nn.functional.pad": F.pad,
-    "torch.nn.functional.relu": F.relu,
-    "operator.add": operator.add,
-    "operator.iadd": operator.iadd,
-    "operator.getitem": operator.getitem,
-    "getattr": getattr,
-}
-_METHODS = frozenset(
-    {"view", "reshape", "flatten", "contiguous", "size", "squeeze", "unsqueeze", "relu", "add"}
+# The functions and methods the integer graph holds (the builder copies the source model's
+# shape, clamp, pad and cat calls; it emits torch.clamp and torch.cat itself): the one
+# definition in mixq.integer.supported, named by module and name. A file names only these.
+_COPIED_FUNCTIONS = (
+    *RELU_FUNCTIONS,
+    *RELU6_FUNCTIONS,
+    *CLAMP_FUNCTIONS,
+    *ADD_FUNCTIONS,
+    *CAT_FUNCTIONS,
+    *SHAPE_FUNCTIONS,
+    F.pad,
 )
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    f"{f.__module__.removeprefix('_')}.{f.__name__}": f for f in _COPIED_FUNCTIONS
+}
+_METHODS = SHAPE_METHODS | CLAMP_METHODS | {"add"}
 _OPS = frozenset({"placeholder", "call_module", "call_function", "call_method", "output"})
 _MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay in int64
 # torch.fx writes node names, placeholder targets and keyword names into the Python source
@@ -107,6 +124,9 @@ _MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay i
 _MAX_NAME = 128
 # The attributes ``getattr`` nodes of the compiled graph read (shapes for reshapes).
 _ATTRIBUTES = frozenset({"shape", "dtype", "ndim"})
+_LEVEL_LIMIT = 2**31 - 1  # every level and clamp bound of the integer graph fits int32
+_MAX_TABLE = 2**16 + 1  # lookup tables cover at most 16-bit input levels
+LOOKUP_FUNCTIONS = ("hardswish", "silu", "sigmoid")
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -135,10 +155,30 @@ def save_packed(model: IntegerModel, path: str | Path) -> None:
 
 
 def load_packed(path: str | Path, engine: str = "reference") -> IntegerModel:
-    """Rebuild the integer model saved at ``path``, running on ``engine``."""
+    """Rebuild the integer model saved at ``path``, running on ``engine`` (``"fast"``: the
+    reference model lowered to :mod:`mixq.integer.fast`'s kernels, ``"int8"`` with a
+    warning where they are not available, as :func:`~mixq.integer.to_integer` does)."""
     if engine not in ENGINES:
         raise IntegerConversionError(f"unknown engine {engine!r}; use one of {ENGINES}")
     header, tensors = _read(Path(path))
+    if engine != "fast":
+        return _decode(path, header, tensors, engine)
+    try:
+        from mixq.integer.fast import lower
+    except ImportError as exc:
+        warnings.warn(
+            f"the fast engine is not available ({exc}); loading the int8 engine instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _decode(path, header, tensors, "int8")
+    lowered: IntegerModel = lower(_decode(path, header, tensors, "reference"))
+    return lowered
+
+
+def _decode(
+    path: str | Path, header: dict[str, Any], tensors: dict[str, Tensor], engine: str
+) -> IntegerModel:
     try:
         return _Decoder(header, tensors, engine).build()
     except PackedFormatError as exc:
@@ -309,9 +349,18 @@ def _encode_module(name: str, module: nn.Module, tensors: dict[str, Tensor]) -> 
     if isinstance(module, Rescale):
         return {"kind": "Rescale", **_dyadic(module)}
     if isinstance(module, GlobalAvgPool):
-        return {"kind": "GlobalAvgPool", **_dyadic(module), "keepdim": module.keepdim}
+        bounds = {"low": module.low, "high": module.high}
+        return {"kind": "GlobalAvgPool", **_dyadic(module), "keepdim": module.keepdim, **bounds}
     if isinstance(module, MaxPool):
-        return {"kind": "MaxPool", "kernel": module.kernel, "stride": module.stride}
+        sizes = {"kernel": module.kernel, "stride": module.stride, "padding": module.padding}
+        return {"kind": "MaxPool", **sizes}
+    if isinstance(module, AddLevels):
+        multipliers = {"m_a": int(module.m_a), "m_b": int(module.m_b)}
+        bounds = {"low": module.low, "high": module.high}
+        return {"kind": "AddLevels", **multipliers, "shift": int(module.shift), **bounds}
+    if isinstance(module, Lookup):
+        tensors[f"{name}.table"] = module.table.detach().to(torch.int64).reshape(-1).clone()
+        return {"kind": "Lookup", "low": module.low, "function": module.function}
     raise PackedFormatError(f"module {name!r} ({type(module).__name__}) cannot be packed")
 
 
@@ -334,11 +383,15 @@ def _encode_layer(name: str, layer: IntegerLayer, tensors: dict[str, Tensor]) ->
     for field in ("multiplier", "shift", "offset"):
         values = getattr(layer, field).detach().cpu().to(torch.int64).reshape(-1)
         tensors[f"{name}.{field}"] = values.expand(len(codes)).clone()
+    residual = int(layer.residual_multiplier) if layer.has_residual else None
     return {
         "kind": "IntegerLayer",
         "weight_shape": list(layer.weight.shape),
         "candidates": [str(c) for c in candidates],
         "conv": _conv_entry(layer.conv),
+        "low": layer.low,
+        "high": layer.high,
+        "residual_multiplier": residual,
     }
 
 
@@ -390,6 +443,12 @@ def _parse_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
         found = header.get("format") if isinstance(header, dict) else header
         raise PackedFormatError(f"{path}: format {found!r} is not {FORMAT_NAME!r}")
     version = header.get("version")
+    if version == 1:
+        raise PackedFormatError(
+            f"{path}: format version 1 holds the integer graph of mixq before the fused-layer "
+            "engine; convert the quantised model again and save it with this mixq (version "
+            f"{FORMAT_VERSION})"
+        )
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise PackedFormatError(
@@ -452,15 +511,20 @@ class _Decoder:
         self.nodes = _get(header, "nodes", list)
 
     def build(self) -> IntegerModel:
-        root = nn.Module()
-        ranges = self._layer_input_ranges()
-        for name, entry in self.entries.items():
-            # The compiler flattens dotted names: a dot would nest modules.
-            if not isinstance(name, str) or not name or "." in name:
-                raise PackedFormatError(f"module name {name!r} is empty or dotted")
-            _identifier(name, "module name")
-            root.add_module(name, self._module(name, entry, ranges.get(name)))
+        for name in self.entries:
+            _module_name(name)
         graph = self._graph()
+        built = {
+            name: self._module(name, entry)
+            for name, entry in self.entries.items()
+            if _get(entry, "kind", str) != "IntegerLayer"
+        }
+        ranges = _layer_input_ranges(graph, self.entries, built)
+        root = nn.Module()
+        for name, entry in self.entries.items():  # in the file's order, as they were saved
+            layer = partial(self._layer, name, entry, ranges)
+            module = built[name] if name in built else self._wrap(name, layer)
+            root.add_module(name, module)
         self.tensors.check_all_used()
         graph_module = fx.GraphModule(root, graph, class_name="IntegerGraph")
         layer_inputs = _get(self.header, "layer_inputs", dict)
@@ -473,32 +537,51 @@ class _Decoder:
 
     # -- modules --------------------------------------------------------------------------
 
-    def _module(
-        self, name: str, entry: dict[str, Any], input_range: tuple[int, int] | None
-    ) -> nn.Module:
-        kind = _get(entry, "kind", str)
+    @staticmethod
+    def _wrap(name: str, make: Callable[[], nn.Module]) -> nn.Module:
         try:
-            if kind == "IntegerLayer":
-                return self._layer(name, entry, input_range)
-            if kind == "QuantizeInput":
-                step = self.tensors.take(f"{name}.step", torch.float32, ())
-                if not (torch.isfinite(step) and step > 0):
-                    raise PackedFormatError(f"step {float(step)!r} is not a positive finite number")
-                return QuantizeInput(step, *_range(entry))
-            if kind == "Requantize":
-                return Requantize(*_dyadic_entry(entry), *_range(entry))
-            if kind == "Rescale":
-                return Rescale(*_dyadic_entry(entry))
-            if kind == "GlobalAvgPool":
-                return GlobalAvgPool(*_dyadic_entry(entry), _get(entry, "keepdim", bool))
-            if kind == "MaxPool":
-                return MaxPool(_positive(entry, "kernel"), _positive(entry, "stride"))
+            return make()
         except PackedFormatError as exc:
             raise PackedFormatError(f"module {name!r}: {exc}") from None
-        raise PackedFormatError(f"module {name!r} has unknown kind {kind!r}")
+
+    def _module(self, name: str, entry: dict[str, Any]) -> nn.Module:
+        kind = _get(entry, "kind", str)
+        makers: dict[str, Callable[[], nn.Module]] = {
+            "QuantizeInput": lambda: QuantizeInput(self._step(name), *_range(entry)),
+            "Requantize": lambda: Requantize(*_dyadic_entry(entry), *_range(entry)),
+            "Rescale": lambda: Rescale(*_dyadic_entry(entry)),
+            "GlobalAvgPool": lambda: GlobalAvgPool(
+                *_dyadic_entry(entry), _get(entry, "keepdim", bool), *_optional_range(entry)
+            ),
+            "MaxPool": lambda: _max_pool(entry),
+            "AddLevels": lambda: _add_levels(entry),
+            "Lookup": lambda: self._lookup(name, entry),
+        }
+        if kind not in makers:
+            raise PackedFormatError(f"module {name!r} has unknown kind {kind!r}")
+        return self._wrap(name, makers[kind])
+
+    def _step(self, name: str) -> Tensor:
+        step = self.tensors.take(f"{name}.step", torch.float32, ())
+        if not (torch.isfinite(step) and step > 0):
+            raise PackedFormatError(f"step {float(step)!r} is not a positive finite number")
+        return step
+
+    def _lookup(self, name: str, entry: dict[str, Any]) -> Lookup:
+        function = _get(entry, "function", str)
+        if function not in LOOKUP_FUNCTIONS:
+            raise PackedFormatError(f"lookup function {function!r} not in {LOOKUP_FUNCTIONS}")
+        low = _bounded(entry, "low", -_LEVEL_LIMIT, _LEVEL_LIMIT)
+        size = self.tensors.tensors.get(f"{name}.table")
+        length = size.numel() if isinstance(size, Tensor) else 0
+        if not 0 < length <= _MAX_TABLE:
+            raise PackedFormatError(f"lookup table of {length} entries (1..{_MAX_TABLE})")
+        table = self.tensors.take(f"{name}.table", torch.int64, (length,))
+        _check_range("table", table.numpy(), -_LEVEL_LIMIT, _LEVEL_LIMIT)
+        return Lookup(table, low, function)
 
     def _layer(
-        self, name: str, entry: dict[str, Any], input_range: tuple[int, int] | None
+        self, name: str, entry: dict[str, Any], ranges: dict[str, tuple[int, int]]
     ) -> IntegerLayer:
         shape = tuple(_get(entry, "weight_shape", list))
         if len(shape) not in (2, 4) or not all(isinstance(s, int) and s > 0 for s in shape):
@@ -514,11 +597,18 @@ class _Decoder:
         )
         _check_dyadic(multiplier, shift)
         _check_range("offset", offset, -_MAX_OFFSET, _MAX_OFFSET)
+        residual = entry.get("residual_multiplier")
+        if residual is not None:
+            residual = _bounded(entry, "residual_multiplier", 0, 2**MULTIPLIER_BITS)
+        low, high = _optional_range(entry)
         # The real step is folded into the multipliers; IntegerLayer never reads it.
         weights = IntegerWeights(values, np.full(rows, np.nan), codes, tuple(candidates))
         conv = _conv(entry.get("conv"), len(shape))
-        engine, input_offset = _layer_engine(values, conv, input_range, self.engine)
-        return IntegerLayer(weights, conv, multiplier, shift, offset, engine, input_offset)
+        engine, input_offset = _layer_engine(values, conv, ranges.get(name), self.engine)
+        return IntegerLayer(
+            weights, conv, multiplier, shift, offset, engine, input_offset,
+            low=low, high=high, residual_multiplier=residual,
+        )  # fmt: skip
 
     def _candidates(self, entry: dict[str, Any]) -> list[Candidate]:
         names = _get(entry, "candidates", list)
@@ -549,29 +639,6 @@ class _Decoder:
         for rows, candidate, data, count in groups:
             values[rows] = unpack_levels(data, candidate, count).reshape(len(rows), elements)
         return torch.from_numpy(values).reshape(shape)
-
-    def _layer_input_ranges(self) -> dict[str, tuple[int, int]]:
-        """Each layer's input range, from the QuantizeInput or Requantize that feeds it:
-        the int8 engine needs it to shift inputs into int8, as the compiler did."""
-        producers: dict[str, str] = {}
-        ranges: dict[str, tuple[int, int]] = {}
-        for node in self.nodes:
-            if not isinstance(node, dict) or node.get("op") != "call_module":
-                continue
-            target = node.get("target")
-            producers[str(node.get("name"))] = str(target)
-            entry = self.entries.get(target)
-            args = node.get("args") or [None]
-            source = args[0].get("node") if isinstance(args[0], dict) else None
-            feeder = self.entries.get(producers.get(str(source)))
-            if (
-                isinstance(entry, dict)
-                and entry.get("kind") == "IntegerLayer"
-                and isinstance(feeder, dict)
-                and feeder.get("kind") in ("QuantizeInput", "Requantize")
-            ):
-                ranges[str(target)] = _range(feeder)
-        return ranges
 
     # -- graph ----------------------------------------------------------------------------
 
@@ -610,7 +677,7 @@ class _Decoder:
         if op == "call_function":
             if target not in _FUNCTIONS:
                 raise PackedFormatError(f"unknown function {target!r}")
-            if target == "getattr":
+            if _FUNCTIONS[target] is getattr:
                 _check_getattr(args)
             return graph.create_node(op, _FUNCTIONS[target], args, kwargs, name)
         if op == "call_method" and target not in _METHODS:
@@ -658,8 +725,45 @@ def _decode_arg(value: Any, env: dict[str, fx.Node]) -> Any:
     raise PackedFormatError(f"argument {value!r} is not a known encoding")
 
 
+def _module_name(name: Any) -> str:
+    """A module name from a file: letters, digits and underscores (the builder's flattened
+    names, ``0_input`` included), no dunder. torch.fx writes it into generated source."""
+    if (
+        not isinstance(name, str)
+        or re.fullmatch(r"[A-Za-z0-9_]+", name) is None
+        or name.startswith("__")
+        or len(name) > _MAX_NAME
+    ):
+        raise PackedFormatError(f"module name {str(name)[:80]!r} is not a plain identifier")
+    return name
+
+
+def _bounded(entry: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = _get(entry, key, int)
+    if not low <= value <= high:
+        raise PackedFormatError(f"{key!r} = {value} is not within [{low}, {high}]")
+    return value
+
+
+def _optional_range(entry: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A ``low``/``high`` pair that may be absent together (no clamp)."""
+    if entry.get("low") is None and entry.get("high") is None:
+        return None, None
+    return _range(entry)
+
+
+def _max_pool(entry: dict[str, Any]) -> MaxPool:
+    kernel, stride = _positive(entry, "kernel"), _positive(entry, "stride")
+    return MaxPool(kernel, stride, _bounded(entry, "padding", 0, kernel - 1))
+
+
+def _add_levels(entry: dict[str, Any]) -> AddLevels:
+    m_a, m_b = (_bounded(entry, k, 0, 2**MULTIPLIER_BITS) for k in ("m_a", "m_b"))
+    return AddLevels(m_a, m_b, _bounded(entry, "shift", 0, MAX_SHIFT), *_range(entry))
+
+
 def _range(entry: dict[str, Any]) -> tuple[int, int]:
-    low, high = _get(entry, "low", int), _get(entry, "high", int)
+    low, high = (_bounded(entry, k, -_LEVEL_LIMIT, _LEVEL_LIMIT) for k in ("low", "high"))
     if low > high:
         raise PackedFormatError(f"range [{low}, {high}] is empty")
     return low, high
@@ -692,6 +796,70 @@ def _conv(entry: Any, dims: int) -> dict[str, Any] | None:
     if not all(len(v) == 2 and all(isinstance(i, int) for i in v) for v in conv.values()):
         raise PackedFormatError(f"conv parameters {entry!r} are not pairs of integers")
     return {**conv, "groups": _positive(entry, "groups")}
+
+
+def _layer_input_ranges(
+    graph: fx.Graph, entries: dict[str, Any], built: dict[str, nn.Module]
+) -> dict[str, tuple[int, int]]:
+    """Bounds on each layer's input levels, propagated through the decoded graph from the
+    modules that clamp (the int8 engine needs them to shift inputs into int8 safely); a
+    layer whose input bound is unknown runs on the reference kernels."""
+    ranges: dict[fx.Node, tuple[int, int] | None] = {}
+    inputs: dict[str, tuple[int, int] | None] = {}
+    for node in graph.nodes:
+        ranges[node] = _node_range(node, ranges, entries, built)
+        target = str(node.target)
+        if node.op == "call_module" and entries[target].get("kind") == "IntegerLayer":
+            first = node.args[0] if node.args else None
+            found = ranges.get(first) if isinstance(first, fx.Node) else None
+            seen = inputs.get(target, found) if target in inputs else found
+            inputs[target] = _union(found, seen)
+    return {name: r for name, r in inputs.items() if r is not None}
+
+
+def _union(*ranges: tuple[int, int] | None) -> tuple[int, int] | None:
+    if any(r is None for r in ranges):
+        return None
+    known = [r for r in ranges if r is not None]
+    return min(r[0] for r in known), max(r[1] for r in known)
+
+
+def _node_range(
+    node: fx.Node,
+    ranges: dict[fx.Node, tuple[int, int] | None],
+    entries: dict[str, Any],
+    built: dict[str, nn.Module],
+) -> tuple[int, int] | None:
+    first = node.args[0] if node.args else None
+    source = ranges.get(first) if isinstance(first, fx.Node) else None
+    if node.op == "call_module":
+        return _module_range(entries[str(node.target)], built.get(str(node.target)), source)
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name in ("clamp", "clip") and len(node.args) == 3:
+        low, high = node.args[1:]
+        if isinstance(low, int) and isinstance(high, int):
+            return (low, high) if source is None else (max(source[0], low), min(source[1], high))
+        return None
+    if name == "cat" and isinstance(first, list | tuple):
+        return _union(*(ranges.get(t) if isinstance(t, fx.Node) else None for t in first))
+    if name == "pad":
+        return _union(source, (0, 0))
+    passthrough = {"flatten", "reshape", "view", "contiguous", "squeeze", "unsqueeze", "getitem"}
+    return source if name in passthrough else None
+
+
+def _module_range(
+    entry: dict[str, Any], module: nn.Module | None, source: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    if isinstance(module, MaxPool):
+        return source  # the padding value never wins a window's maximum
+    if isinstance(module, Lookup):
+        return int(module.table.min()), int(module.table.max())
+    bounds = (entry.get("low"), entry.get("high")) if module is None else (
+        getattr(module, "low", None), getattr(module, "high", None)
+    )  # fmt: skip
+    low, high = bounds
+    return (low, high) if isinstance(low, int) and isinstance(high, int) else None
 
 
 def _layer_engine(

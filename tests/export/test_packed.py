@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _integer_models import randomise_bn
+from _export_models import quantized_mobile, randomise_bn
 from _strategies import ALL_CANDIDATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,6 +85,7 @@ _MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "cnn": (_cnn, (3, 12, 12)),
     "resnet": (lambda: CifarResNet(blocks_per_stage=1), (3, 32, 32)),
     "mlp": (_Mlp, (3, 4, 4)),
+    "mobile": (lambda: None, (3, 16, 16)),  # quantised by quantized_mobile
 }
 
 
@@ -92,10 +94,13 @@ def integer_models(request: pytest.FixtureRequest) -> tuple[dict[str, IntegerMod
     """The model as integers on both engines, and a batch of inputs it has not seen."""
     build, shape = _MODELS[request.param]
     torch.manual_seed(0)
-    model = randomise_bn(build(), seed=1)
-    data = [torch.randn(8, *shape) for _ in range(3)]
-    recipe = mixq.Recipe.preset("rmsmp", act_bits=4)
-    quantized = mixq.quantize(model, recipe, calibration_data=data[:2], progress=False)
+    if request.param == "mobile":
+        quantized, data = quantized_mobile()
+    else:
+        model = randomise_bn(build(), seed=1)
+        data = [torch.randn(8, *shape) for _ in range(3)]
+        recipe = mixq.Recipe.preset("rmsmp", act_bits=4)
+        quantized = mixq.quantize(model, recipe, calibration_data=data[:2], progress=False)
     models = {e: mixq.to_integer(quantized, data[0], engine=e) for e in ENGINES}
     return models, data[2]
 
@@ -190,7 +195,7 @@ def test_header_describes_the_model(resnet_file: tuple[Path, IntegerModel]) -> N
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads(handle.metadata()["mixq"])
     assert header["format"] == FORMAT_NAME == "mixq-packed"
-    assert header["version"] == FORMAT_VERSION == 1
+    assert header["version"] == FORMAT_VERSION == 2
     assert set(header["candidates"]) == {"fixed-4", "fixed-8", "sp2-4"}
     assert header["layer_inputs"] == integer.layer_inputs
     assert header["output_scale"] == integer.output_scale
@@ -380,9 +385,28 @@ def _dangling_node(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
     header["nodes"][-1]["args"] = [{"node": "nowhere"}]
 
 
+def _residual_layer(header: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        e
+        for e in header["modules"].values()
+        if e["kind"] == "IntegerLayer" and e["residual_multiplier"] is not None
+    )
+
+
+def _residual_too_large(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
+    _residual_layer(header)["residual_multiplier"] = 2**40
+
+
+def _layer_bound_text(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
+    _residual_layer(header)["low"] = "0"
+
+
 _RESEALED = {
     "wrong-format": (_set("format", "mixq.quantized-model"), "format .* is not 'mixq-packed'"),
-    "newer-version": (_set("version", 2), "newer format version 2"),
+    "newer-version": (_set("version", 3), "newer format version 3"),
+    "version-1": (_set("version", 1), "version 1 holds the integer graph of mixq before"),
+    "residual-range": (_residual_too_large, "residual_multiplier' = .* is not within"),
+    "layer-bound-type": (_layer_bound_text, "'low' is '0', expected"),
     "unknown-version": (_set("version", "1.0"), "unknown format version"),
     "codes-dtype": (_codes_int64, r"codes' is torch.int64 .*expected torch.uint8"),
     "multiplier-shape": (_multiplier_too_long, r"multiplier' is .*expected torch.int64"),
@@ -457,8 +481,8 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_engine_is_refused(resnet_file: tuple[Path, IntegerModel]) -> None:
-    with pytest.raises(IntegerConversionError, match="unknown engine 'fast'"):
-        load_packed(resnet_file[0], engine="fast")
+    with pytest.raises(IntegerConversionError, match="unknown engine 'turbo'"):
+        load_packed(resnet_file[0], engine="turbo")
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -493,3 +517,83 @@ def test_unpackable_model_is_refused_before_writing(
     with pytest.raises(PackedFormatError, match="off the sp2-4 grid"):
         save_packed(integer, tmp_path / "model.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def mobile_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, IntegerModel]:
+    """A packed MobileNet-style model: lookup tables, padded max pooling, cat, clamps."""
+    quantized, data = quantized_mobile()
+    integer = mixq.to_integer(quantized, data[0])
+    path = tmp_path_factory.mktemp("packed") / "mobile.safetensors"
+    save_packed(integer, path)
+    return path, integer
+
+
+def test_every_module_kind_of_the_mobile_model_is_packed(
+    mobile_file: tuple[Path, IntegerModel],
+) -> None:
+    header, _ = _read_back(mobile_file[0])
+    kinds = {entry["kind"] for entry in header["modules"].values()}
+    assert kinds >= {"IntegerLayer", "QuantizeInput", "Lookup", "MaxPool", "GlobalAvgPool"}
+    pool = next(e for e in header["modules"].values() if e["kind"] == "MaxPool")
+    assert (pool["kernel"], pool["stride"], pool["padding"]) == (3, 2, 1)
+    targets = {n["target"] for n in header["nodes"] if n["op"] == "call_function"}
+    assert "torch.cat" in targets
+
+
+def _lookup_name(header: dict[str, Any]) -> str:
+    return next(n for n, e in header["modules"].items() if e["kind"] == "Lookup")
+
+
+def _lookup_function(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
+    header["modules"][_lookup_name(header)]["function"] = "exp"
+
+
+def _lookup_table_dtype(header: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    name = f"{_lookup_name(header)}.table"
+    tensors[name] = tensors[name].to(torch.int32)
+
+
+def _lookup_table_range(header: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    tensors[f"{_lookup_name(header)}.table"][0] = 2**40
+
+
+def _pool_padding(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
+    entry = next(e for e in header["modules"].values() if e["kind"] == "MaxPool")
+    entry["padding"] = entry["kernel"]
+
+
+def _bad_module_name(header: dict[str, Any], _tensors: dict[str, Tensor]) -> None:
+    name = _lookup_name(header)
+    header["modules"]['x"); import os; ("'] = header["modules"].pop(name)
+
+
+_MOBILE_RESEALED = {
+    "lookup-function": (_lookup_function, "lookup function 'exp' not in"),
+    "lookup-dtype": (_lookup_table_dtype, r"table' is torch.int32"),
+    "lookup-range": (_lookup_table_range, "table out of range"),
+    "pool-padding": (_pool_padding, r"'padding' = 3 is not within \[0, 2\]"),
+    "module-name": (_bad_module_name, "not a plain identifier"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MOBILE_RESEALED))
+def test_damaged_new_module_kinds_are_refused(
+    mobile_file: tuple[Path, IntegerModel], tmp_path: Path, case: str
+) -> None:
+    edit, message = _MOBILE_RESEALED[case]
+    target = tmp_path / "bad.safetensors"
+    _rewrite(mobile_file[0], target, edit, reseal=True)
+    with pytest.raises(PackedFormatError, match=message):
+        load_packed(target)
+
+
+def test_loading_on_the_fast_engine_gives_the_same_integers(
+    mobile_file: tuple[Path, IntegerModel],
+) -> None:
+    path, integer = mobile_file
+    x = quantized_mobile()[1][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the int8 fallback without a compiler
+        loaded = load_packed(path, engine="fast")
+    assert torch.equal(loaded.forward_integer(x), integer.forward_integer(x))
