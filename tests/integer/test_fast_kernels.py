@@ -122,7 +122,7 @@ def test_ties_round_half_up_and_shift_zero(isa: str) -> None:
     weight = torch.ones(16, 4, 1, 1, dtype=torch.int64)
     m = torch.ones(16, dtype=torch.int64)
     c = torch.tensor([1] * 8 + [0] * 8)
-    b = torch.tensor([-9, -7, -5, -3, -1, 1, 3, 5] + [-3, -1, 0, 1, 2, 3, 4, 5])
+    b = torch.tensor([-9, -7, -5, -3, -1, 1, 3, 5, -3, -1, 0, 1, 2, 3, 4, 5])
     conv = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
     x = torch.tensor([0, 1, 2, 3], dtype=torch.int8).view(1, 4, 1, 1).expand(3, 4, 1, 1)
     x = (x - torch.arange(3).view(3, 1, 1, 1).to(torch.int8)).contiguous()

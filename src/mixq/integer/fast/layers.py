@@ -90,6 +90,8 @@ class FusedConv(nn.Module):
         self.has_residual = residual_multiplier is not None
         self.residual_multiplier = int(residual_multiplier or 0)
         self.second: list[int] = []  # set by also_requantize
+        self._fixed = (self.rows, *self.geometry, self.low, self.high)
+        self._out_code = _code(self.out_dtype)
         as_int64 = [t.to(torch.int64) for t in (multiplier, shift, offset)]
         self._pack(weight, *as_int64)
 
@@ -139,14 +141,15 @@ class FusedConv(nn.Module):
             if residual is not None:
                 residual = residual.reshape(-1, self.rows, 1, 1)
         bias = self.bias_signed if x.dtype == torch.int8 else self.bias_unsigned
+        # Everything but the tensors is fixed at lowering (batch-1 calls are overhead-bound).
         y = kernels().conv_fused(
-            x, self.packed, self.multiplier, bias, self.shift, self.rows, *self.geometry,
-            self.low, self.high, residual if self.has_residual else None,
-            self.residual_multiplier, _code(self.out_dtype), self.second,
+            x, self.packed, self.multiplier, bias, self.shift, *self._fixed,
+            residual if self.has_residual else None, self.residual_multiplier,
+            self._out_code, self.second,
         )  # fmt: skip
         if self.linear:
             y = [out.reshape(*lead, self.rows) for out in y]
-        return y[0] if len(y) == 1 else tuple(y)
+        return y[0] if len(y) == 1 else (y[0], y[1])
 
     def runs(self, x: Tensor) -> bool:
         """Whether the kernel takes ``x`` (8-bit levels whose accumulators fit int32)."""
@@ -162,7 +165,7 @@ class FastLayer(nn.Module):
     """An :class:`~mixq.integer.ops.IntegerLayer` on the fused kernel; inputs the kernel
     cannot take (levels wider than 8 bits) run on the reference layer, same integers."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.fused = FusedConv(
             reference.weight, reference.multiplier, reference.shift, reference.offset,
@@ -173,7 +176,7 @@ class FastLayer(nn.Module):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Any:
         if self.fused.runs(x):
-            return self.fused(x, residual)
+            return self.fused.forward(x, residual)  # no second module call per layer
         res = residual.to(torch.int64) if residual is not None else None
         y = self.reference(x.to(torch.int64), res).to(self.fused.out_dtype)
         if y.dim() == 4:
@@ -187,7 +190,7 @@ class FastLayer(nn.Module):
 class FastQuantizeInput(nn.Module):
     """The entrance quantiser, ``clamp(round(x / step), low, high)`` in float32."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.step = float(reference.step)
         self.low, self.high = int(reference.low), int(reference.high)
@@ -200,7 +203,7 @@ class FastQuantizeInput(nn.Module):
 class FastRequantize(nn.Module):
     """``clamp((x * m + 2^(c-1)) >> c, low, high)``: a tensor to a layer's input levels."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.multiplier, self.shift = int(reference.multiplier), int(reference.shift)
         self.low, self.high = int(reference.low), int(reference.high)
@@ -213,7 +216,7 @@ class FastRequantize(nn.Module):
 class FastAddLevels(nn.Module):
     """Two levels tensors added into a third grid, ``clamp((a m_a + b m_b + h) >> c)``."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.m_a, self.m_b = int(reference.m_a), int(reference.m_b)
         self.shift = int(reference.shift)
@@ -229,7 +232,7 @@ class FastAddLevels(nn.Module):
 class FastGlobalAvgPool(nn.Module):
     """Integer global average pooling: int64 sums, one dyadic multiply, a clamp."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.multiplier, self.shift = int(reference.multiplier), int(reference.shift)
         self.keepdim = bool(reference.keepdim)
@@ -246,7 +249,7 @@ class FastGlobalAvgPool(nn.Module):
 class FastMaxPool(nn.Module):
     """Max pooling of levels (padding never wins)."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         self.kernel, self.stride = int(reference.kernel), int(reference.stride)
         self.padding = int(reference.padding)
@@ -258,10 +261,11 @@ class FastMaxPool(nn.Module):
 class FastLookup(nn.Module):
     """A lookup table on levels, its output in the table's narrowest type."""
 
-    def __init__(self, reference: nn.Module) -> None:
+    def __init__(self, reference: Any) -> None:  # the reference engine's module
         super().__init__()
         table = reference.table
         dtype = level_dtype(int(table.min()), int(table.max()))
+        self.table: Tensor
         self.register_buffer("table", table.to(dtype).clone())
         self.low = int(reference.low)
 

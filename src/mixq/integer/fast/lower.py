@@ -100,6 +100,7 @@ def _fuse_requantizations(graph_module: fx.GraphModule) -> None:
             first = graph.call_function(operator.getitem, (node, 0))
         with graph.inserting_after(first):
             second = graph.call_function(operator.getitem, (node, 1))
-        node.replace_all_uses_with(first, delete_user_cb=lambda user: user not in (first, second))
+        keep = {first, second}
+        node.replace_all_uses_with(first, delete_user_cb=lambda user, keep=keep: user not in keep)
         requantize.replace_all_uses_with(second)
         graph.erase_node(requantize)
