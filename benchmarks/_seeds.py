@@ -131,8 +131,11 @@ def ranking_change(per_epoch_means: Mapping[str, Sequence[float]]) -> dict[str, 
     False
     """
     epochs = {len(v) for v in per_epoch_means.values()}
-    if not per_epoch_means or min(epochs) < 2 or len(epochs) != 1:
-        return {"changed": None, "reason": "needs every method with the same >= 2 epochs"}
+    if len(per_epoch_means) < 2 or min(epochs) < 2 or len(epochs) != 1:
+        return {
+            "changed": None,
+            "reason": "needs >= 2 methods, each with all seeds and the same >= 2 epochs",
+        }
     last = ranking({m: v[-1] for m, v in per_epoch_means.items()})
     before = ranking({m: v[-2] for m, v in per_epoch_means.items()})
     return {"changed": last != before, "last_epoch": last, "epoch_before": before}

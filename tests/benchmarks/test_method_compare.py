@@ -116,6 +116,7 @@ def test_ranking_change_between_the_last_two_epochs() -> None:
     assert ranking_change({"a": [0.8, 0.9], "b": [0.85, 0.95]})["changed"] is False
     assert ranking_change({"a": [0.9, 0.8], "b": [0.85, 0.95]})["changed"] is True
     assert ranking_change({"a": [0.9], "b": [0.8]})["changed"] is None
+    assert ranking_change({"a": [0.7, 0.9]})["changed"] is None  # one method: no ranking
 
 
 def test_pareto_front_on_hand_made_points() -> None:
