@@ -37,7 +37,7 @@ class LayerBuilder(Protocol):
         module: Any,
         assignment: RowAssignment,
         *,
-        bn: nn.BatchNorm2d | None,
+        bn: nn.Module | None,
         act_bits: int,
         act_signed: bool | None,
         act_method: str,

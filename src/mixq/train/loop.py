@@ -251,14 +251,16 @@ def _check_dataset_labels(loader: Iterable[Any]) -> None:
     not be negative (except the ignore index): refused before any training."""
     dataset = getattr(loader, "dataset", None)
     labels = getattr(dataset, "targets", None)
-    if labels is None and hasattr(dataset, "tensors") and len(dataset.tensors) > 1:
-        labels = dataset.tensors[1]
+    tensors = getattr(dataset, "tensors", None)
+    if labels is None and isinstance(tensors, tuple) and len(tensors) > 1:
+        labels = tensors[1]
     if labels is None:
         return
-    labels = torch.as_tensor(labels)
-    if labels.is_floating_point() or labels.numel() == 0:
+    values = torch.as_tensor(labels)
+    if values.is_floating_point() or values.numel() == 0:
         return
-    low = int(labels[labels != _IGNORE_INDEX].min()) if (labels != _IGNORE_INDEX).any() else 0
+    kept = values[values != _IGNORE_INDEX]
+    low = int(kept.min()) if kept.numel() else 0
     if low < 0:
         raise DataError(f"the training data holds label {low}: class labels must be >= 0")
 
