@@ -114,3 +114,31 @@ def test_a_plan_for_another_model_is_refused(tmp_path: Path, capsys: pytest.Capt
     assert main([*args, "--model", "resnet20"]) == 1
     assert "the shapes lack: encoder.0" in capsys.readouterr().err
     assert main(["cost", "--device", "xc7z045"]) == 2  # argparse: --plan/--ratio required
+
+
+def test_act_bits_set_every_layer_of_a_plan(tmp_path: Path) -> None:
+    plan = Plan({"conv1": LayerPlan(Ratio.parse("fixed-8"), act_bits=8)}, method="manual")
+    plan.save(tmp_path / "plan.json")
+    base = ["cost", "--device", "xc7z020", "--plan", str(tmp_path / "plan.json")]
+    base += ["--model", "resnet20", "-q", "-o"]
+    assert main([*base, str(tmp_path / "own")]) == 0
+    assert main([*base, str(tmp_path / "a4"), "--act-bits", "4"]) == 0
+    own = CostReport.load(tmp_path / "own" / "cost.json").layer("conv1")
+    four = CostReport.load(tmp_path / "a4" / "cost.json").layer("conv1")
+    assert own.act_bits == 8 and four.act_bits == 4
+    assert four.bops * 2 == own.bops
+
+
+def test_costs_a_quantised_checkpoint_as_it_is(quantized: Path, tmp_path: Path) -> None:
+    from mixq.cli._common import load_model
+    from mixq.summary import describe
+
+    args = ["cost", "--device", "xc7z020", "--checkpoint", str(quantized), "-q"]
+    assert main([*args, "-o", str(tmp_path)]) == 0
+    report = CostReport.load(tmp_path / "cost.json")
+    summary = describe(load_model(quantized, None).model)
+    assert len(report.layers) == len(summary.layers)
+    for layer in summary.layers:
+        costed = report.layer(layer.name)
+        assert costed.rows == {c: n for c, n in layer.counts.items() if n}
+        assert costed.act_bits == layer.act_bits
