@@ -247,6 +247,18 @@ def test_missing_key_is_named(tmp_path: Path) -> None:
         load_pretrained_cifar_resnet("resnet20", path)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named(tmp_path: Path, bad: float) -> None:
+    state = resnet20().state_dict()
+    state["layer3.2.conv1.weight"][0, 0, 0, 0] = bad  # what a flipped exponent bit gives
+    path = tmp_path / "flipped.th"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(
+        CheckpointError, match=r"non-finite values in \['layer3\.2\.conv1\.weight'\]"
+    ):
+        load_pretrained_cifar_resnet("resnet20", path)
+
+
 def test_shape_mismatch_raises(resnet20_file: Path) -> None:
     with pytest.raises(CheckpointError, match="does not fit"):
         load_pretrained_cifar_resnet(resnet20(num_classes=100), resnet20_file)

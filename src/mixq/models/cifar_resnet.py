@@ -216,6 +216,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         isinstance(v, torch.Tensor) for v in state.values()
     ):
         raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    # A flipped byte in a float file often lands as NaN or Inf; a .pt file has no checksum.
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {broken[:5]}")
     return {_strip_prefix(key): value for key, value in state.items()}
 
 
