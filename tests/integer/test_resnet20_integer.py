@@ -50,11 +50,13 @@ def test_each_layer_is_within_a_level_of_fake_quant_almost_everywhere(models) ->
 def test_what_is_evaluated_is_what_is_deployed_on_real_images(models) -> None:
     qnet, inet, images = models
     reference = to_integer(qnet, images[0], engine="reference")
+    fast = to_integer(qnet, images[0], engine="fast")  # the int8 engine where unavailable
     exact = exact_model(qnet, images[0]).eval()
     agree = 0
     with torch.no_grad():
         for x in images:
             integers = inet.forward_integer(x)
+            assert torch.equal(fast.forward_integer(x), integers)
             assert torch.equal(exact(x).argmax(1), integers.argmax(1))  # zero disagreements
             agree += int((qnet(x).argmax(1) == integers.argmax(1)).sum())
         few = images[0][:REFERENCE_IMAGES]
