@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from _seeds import BenchmarkSettingsError
-from torch import nn
+from torch import Tensor, nn
 
 import mixq
 from mixq.allocation.budget import Budget
@@ -102,10 +102,16 @@ def weight_bits(model: nn.Module, recipe: Recipe) -> int:
     for name, config in configs.items():
         if config is None:
             continue
-        weight = model.get_submodule(name).weight
+        weight = _weight(model, name)
         counts = config.ratio.row_counts(weight.shape[0])
         total += sum(c.bits * n for c, n in counts.items()) * weight[0].numel()
     return int(total)
+
+
+def _weight(model: nn.Module, name: str) -> Tensor:
+    weight = model.get_submodule(name).weight
+    assert isinstance(weight, Tensor)
+    return weight
 
 
 def sensitivity_table(
@@ -186,8 +192,8 @@ def _dfq_plan(
     seed: int,
 ) -> Plan:
     middle = [n for n in names if n not in edges]
-    middle_weights = sum(base.get_submodule(n).weight.numel() for n in middle)
-    edge_bits = sum(8 * base.get_submodule(n).weight.numel() for n in edges)
+    middle_weights = sum(_weight(base, n).numel() for n in middle)
+    edge_bits = sum(8 * _weight(base, n).numel() for n in edges)
     config = DfqConfig(
         target_eq_bits=(target - edge_bits) / middle_weights,
         granularity="row",

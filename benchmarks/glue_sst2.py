@@ -40,7 +40,7 @@ from torch import nn
 
 import mixq
 from mixq.errors import HardwareCostError
-from mixq.models.sentence_encoder import load_minilm
+from mixq.models.sentence_encoder import SentenceEncoder, load_minilm
 from mixq.ratio import Ratio
 from mixq.recipe import LayerConfig, Recipe, Rule
 from mixq.train import TrainConfig, train
@@ -225,7 +225,7 @@ def float_row(store: UnitStore, args: argparse.Namespace, seed: int, get: Any) -
 def fine_tune_float(
     args: argparse.Namespace,
     store: UnitStore,
-    encoder: nn.Module,
+    encoder: SentenceEncoder,
     tokenizer: Any,
     train_set: Any,
     dev: TokenBatches,
@@ -272,7 +272,7 @@ def fine_tune_float(
     return model
 
 
-def _copy_encoder(encoder: nn.Module) -> nn.Module:
+def _copy_encoder(encoder: SentenceEncoder) -> SentenceEncoder:
     import copy
 
     clone = copy.deepcopy(encoder)
