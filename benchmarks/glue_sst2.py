@@ -9,7 +9,7 @@ model (per seed) and each (method, eq_bits, seed) is a resumable unit under ``--
 (as in ``method_compare``); ``--budget-minutes`` ends a chunk after the current unit.
 
     HF_HUB_OFFLINE=1 nohup nice -n 10 python benchmarks/glue_sst2.py --seeds 0 1 2 \
-        --budget-minutes 110 > glue_sst2.log 2>&1 &
+        --budget-minutes 100 > glue_sst2.log 2>&1 &
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ the same command to continue). Top-1 is recorded after every QAT epoch; the sett
 whether the ranking of the methods by mean changed between the last two epochs.
 
     nohup nice -n 10 python benchmarks/method_compare.py --seeds 0 1 2 --qat-epochs 3 \
-        --budget-minutes 110 > method_compare.log 2>&1 &
+        --budget-minutes 100 > method_compare.log 2>&1 &
 """
 
 from __future__ import annotations
