@@ -44,10 +44,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--test-images", type=int, default=2000)
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56])
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 32, 44])
     parser.add_argument("--layerwise-depths", type=int, nargs="*", default=[20])
     parser.add_argument("--calib-sentences", type=int, default=256)
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument(
+        "--act-bits",
+        type=int,
+        default=8,
+        help="0: float layer inputs, so quantize's time is the weights' (swap and rounding)",
+    )
+    parser.add_argument("--precision", action="store_true", help="float32 vs float64 moments")
     add_run_options(parser, threads=2)
     return parser.parse_args()
 
@@ -75,23 +82,35 @@ def main() -> None:
         print(row, flush=True)
         write_result(NAME, settings, rows, args.output)
 
+    settings["act_bits"] = args.act_bits
+    preset = mixq.Recipe.preset(args.preset, act_bits=args.act_bits)
     models = {depth: _cifar_model(depth, root) for depth in args.depths}
     quantized: dict[tuple[str, int], nn.Module] = {}
-    for depth in args.depths:
-        methods = [("one-pass", apply_error_feedback)]
-        if depth in args.layerwise_depths:
-            methods.append(("layerwise", apply_error_feedback_layerwise))
-        for method, rounding in methods:
-            seconds, model, load = _timed_quantize(models[depth], args.preset, calib, rounding)
-            quantized[(method, depth)] = model
-            row = _row(f"resnet{depth}", method, seconds, model, load)
-            if depth == 20:
-                row["top1"] = top1(model, test)
-            record(row)
-    if 20 in args.depths:
-        _precision_rows(models[20], args.preset, calib, test, quantized, record)
+
+    def run(depth: int, method: str, rounding: Callable[..., list[str]]) -> None:
+        seconds, model, load = _timed_quantize(models[depth], preset, calib, rounding)
+        quantized[(method, depth)] = model
+        row = _row(f"resnet{depth}", method, seconds, model, load)
+        if depth == 20:
+            row["top1"] = top1(model, test)
+        record(row)
+
+    for depth in args.depths:  # the scaling rows first, then the slower comparisons
+        run(depth, "one-pass", apply_error_feedback)
     if not args.skip_minilm:
         _minilm_row(root, args, record)
+    for depth in args.layerwise_depths:
+        run(depth, "layerwise", apply_error_feedback_layerwise)
+        record(
+            _compare(
+                f"resnet{depth}",
+                "layerwise vs one-pass",
+                quantized[("layerwise", depth)],
+                quantized[("one-pass", depth)],
+            )
+        )
+    if args.precision and 20 in args.depths:
+        _precision_rows(models[20], preset, calib, test, quantized, record)
     _ratios(rows, settings)
     settings["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = write_result(NAME, settings, rows, args.output)
@@ -117,7 +136,16 @@ def _timed_quantize(
 ) -> tuple[float, nn.Module, list[float]]:
     """``mixq.quantize`` with ``rounding`` in place of the default error feedback."""
     original = mixq.convert.apply_error_feedback
-    mixq.convert.apply_error_feedback = rounding  # type: ignore[assignment]
+    spent: list[float] = []
+
+    def timed_rounding(*args: Any, **kwargs: Any) -> list[str]:
+        start = time.perf_counter()
+        try:
+            return rounding(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    mixq.convert.apply_error_feedback = timed_rounding  # type: ignore[assignment]
     load_before = os.getloadavg()[0]
     try:
         start = time.perf_counter()
@@ -127,6 +155,7 @@ def _timed_quantize(
         seconds = time.perf_counter() - start
     finally:
         mixq.convert.apply_error_feedback = original  # type: ignore[assignment]
+    quantized.rounding_s = sum(spent)  # type: ignore[assignment]
     return seconds, quantized, [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
 
@@ -137,6 +166,7 @@ def _row(model_name: str, method: str, seconds: float, model: nn.Module, load: l
         "method": method,
         "layers": layers,
         "quantize_s": round(seconds, 2),
+        "rounding_s": round(float(model.rounding_s), 2),  # GPTQ error feedback alone
         "threads": torch.get_num_threads(),
         "load_average_before_after": load,
     }
@@ -144,17 +174,13 @@ def _row(model_name: str, method: str, seconds: float, model: nn.Module, load: l
 
 def _precision_rows(
     model: nn.Module,
-    preset: str,
+    preset: Any,
     calib: list,
     test: list,
     quantized: dict[tuple[str, int], nn.Module],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     reference = quantized[("one-pass", 20)]
-    if ("layerwise", 20) in quantized:
-        record(
-            _compare("resnet20", "layerwise vs one-pass", quantized[("layerwise", 20)], reference)
-        )
     rounding = functools.partial(apply_error_feedback, moment_dtype=torch.float32)
     seconds, single, load = _timed_quantize(model, preset, calib, rounding)
     row = _row("resnet20", "one-pass, float32 moments", seconds, single, load)
@@ -198,14 +224,15 @@ def _minilm_row(root: Any, args: argparse.Namespace, record: Callable) -> None:
 
 
 def _ratios(rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
-    times = {(r["model"], r["method"]): r["quantize_s"] for r in rows if "quantize_s" in r}
-    base = times.get(("resnet20", "one-pass"))
-    if base:
-        settings["one_pass_time_over_resnet20"] = {
-            m: round(t / base, 2)
-            for (m, meth), t in times.items()
-            if meth == "one-pass" and m.startswith("resnet")
-        }
+    for key in ("quantize_s", "rounding_s"):
+        times = {(r["model"], r["method"]): r[key] for r in rows if key in r}
+        base = times.get(("resnet20", "one-pass"))
+        if base:
+            settings[f"one_pass_{key}_over_resnet20"] = {
+                m: round(t / base, 2)
+                for (m, meth), t in times.items()
+                if meth == "one-pass" and m.startswith("resnet")
+            }
 
 
 def _plot(rows: list[dict[str, Any]], path: Any) -> None:

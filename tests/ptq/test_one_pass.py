@@ -86,3 +86,34 @@ def test_no_data_is_a_calibration_error() -> None:
     quantized = mixq.quantize(nn.Linear(4, 2), "fixed4", progress=False)
     with pytest.raises(CalibrationError, match="yielded nothing"):
         apply_error_feedback(quantized, [], progress=False)
+
+
+def test_one_pass_on_a_small_bert_with_keyword_batches_of_different_lengths() -> None:
+    transformers = pytest.importorskip("transformers")
+    from mixq.models.sentence_encoder import SentenceEncoder
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    encoder = SentenceEncoder(transformers.BertModel(config, add_pooling_layer=False).eval())
+    batches = [
+        {
+            "input_ids": torch.randint(0, 64, (3, length)),
+            "attention_mask": torch.ones(3, length, dtype=torch.int64),
+        }
+        for length in (5, 9)  # padded to different lengths, as tokenised batches are
+    ]
+    recipe = mixq.Recipe.preset("fixed4", first_last=None)
+    quantized = mixq.quantize(encoder, recipe, calibration_data=batches, progress=False)
+    layerwise, one_pass = copy.deepcopy(quantized), copy.deepcopy(quantized)
+    names = apply_error_feedback_layerwise(layerwise, batches, progress=False)
+    assert apply_error_feedback(one_pass, batches, progress=False) == names
+    assert len(names) == 12  # q, k, v, output, intermediate, output of 2 layers
+    expected, got = rounded_weights(layerwise), rounded_weights(one_pass)
+    assert all(torch.equal(expected[n], got[n]) for n in expected)
