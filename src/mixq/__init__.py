@@ -74,10 +74,10 @@ _EXPORTS: dict[str, str] = {
     # integer engine and export
     "IntegerModel": "mixq.integer",
     "to_integer": "mixq.integer",
-    "export_onnx": "mixq.integer.onnx_export",
-    "export_qonnx": "mixq.integer.qonnx_export",
-    "save_packed": "mixq.integer.packed",
-    "load_packed": "mixq.integer.packed",
+    "export_onnx": "mixq.export.onnx_integer",
+    "export_qonnx": "mixq.export.qonnx",
+    "save_packed": "mixq.export.packed",
+    "load_packed": "mixq.export.packed",
     # errors and warnings (mixq.errors is torch-free)
     "MixqError": "mixq.errors",
     "SchemeError": "mixq.errors",
@@ -253,9 +253,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
         UnusedRuleWarning,
     )
     from mixq.integer import IntegerModel, to_integer
-    from mixq.integer.onnx_export import export_onnx
-    from mixq.integer.packed import load_packed, save_packed
-    from mixq.integer.qonnx_export import export_qonnx
+    from mixq.export.onnx_integer import export_onnx
+    from mixq.export.packed import load_packed, save_packed
+    from mixq.export.qonnx import export_qonnx
     from mixq.mappings import register_layer_mapping
     from mixq.nn.act_quant import ActQuantizer
     from mixq.nn.layers import QuantConv2d, QuantLinear

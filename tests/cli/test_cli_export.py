@@ -11,8 +11,8 @@ from _tiny import TINY_MODEL
 from mixq.cli._common import load_model
 from mixq.cli._zoo import get_model
 from mixq.cli.main import main
+from mixq.export.packed import load_packed
 from mixq.integer import to_integer
-from mixq.integer.packed import load_packed
 
 
 def _images(tiny_data: Path) -> torch.Tensor:
@@ -42,7 +42,7 @@ def test_onnx_export_runs_in_onnxruntime_with_the_same_integers(
     quantized: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from mixq.integer.onnx_export import run_onnx
+    from mixq.export.onnx_runtime import run_onnx
 
     assert main(["export", str(quantized), "--format", "onnx", "-o", str(tmp_path), "-q"]) == 0
     images = _images(tiny_data)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import mixq
+from mixq.models.cifar_resnet import CifarResNet
 from mixq.recipe import Recipe
 
 
@@ -79,3 +80,13 @@ def quantized_mobile(act_bits: int = 8) -> tuple[nn.Module, list[torch.Tensor]]:
     recipe = Recipe.preset("rmsmp", first_last=None, act_bits=act_bits)
     net = randomise_bn(MobileLike())
     return mixq.quantize(net, recipe, calibration_data=data, progress=False), data
+
+
+def tiny_resnet() -> nn.Module:
+    """A one-block-per-stage CIFAR ResNet with randomised BatchNorms."""
+    torch.manual_seed(0)
+    return randomise_bn(CifarResNet(blocks_per_stage=1))
+
+
+def quantize(net: nn.Module, recipe: str | Recipe, data: list[torch.Tensor]) -> nn.Module:
+    return mixq.quantize(net, recipe, calibration_data=data, progress=False)

@@ -24,24 +24,21 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 import mixq
-import mixq.integer.packed as packed
+import mixq.export.packed as packed
 from mixq.errors import CheckpointError, IntegerConversionError, PackedFormatError
-from mixq.grids import integer_magnitudes
-from mixq.integer.compile import IntegerModel
-from mixq.integer.ops import GlobalAvgPool, IntegerLayer, QuantizeInput, Requantize
-from mixq.integer.packed import (
+from mixq.export import bits
+from mixq.export.bits import pack_bits, pack_levels, packed_bytes, unpack_bits, unpack_levels
+from mixq.export.packed import (
     FORMAT_NAME,
     FORMAT_VERSION,
     checksum,
     load_packed,
-    pack_bits,
-    pack_levels,
-    packed_bytes,
     packed_size,
     save_packed,
-    unpack_bits,
-    unpack_levels,
 )
+from mixq.grids import integer_magnitudes
+from mixq.integer.compile import IntegerModel
+from mixq.integer.ops import GlobalAvgPool, IntegerLayer, QuantizeInput, Requantize
 from mixq.models.cifar_resnet import CifarResNet
 from mixq.schemes import Candidate
 
@@ -283,7 +280,7 @@ _PACKABLE = [c for c in ALL_CANDIDATES if max(integer_magnitudes(c)[0]) < 2**62]
 @settings(max_examples=50, deadline=None)
 @given(st.sampled_from(_PACKABLE), st.integers(1, 100), st.integers(0, 2**32 - 1))
 def test_levels_round_trip_for_every_candidate(candidate: Candidate, count: int, seed: int) -> None:
-    grid = packed._levels(candidate)
+    grid = bits._levels(candidate)
     assert len(grid) <= 2**candidate.bits
     values = np.random.default_rng(seed).choice(grid, size=count)
     data = pack_levels(values, candidate)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-import mixq.integer.packed as packed
+import mixq.export.packed as packed
 from mixq.errors import PackedFormatError
 
 

@@ -5,7 +5,7 @@
     mixq export out/quantized.safetensors --format qonnx       # uniform fixed-point only
 
 ``packed``: integer weights at their bit width with per-row codes, dyadic multipliers and
-a versioned header (``mixq.integer.packed``); ``onnx``: the integer model in standard ONNX
+a versioned header (``mixq.export.packed``); ``onnx``: the integer model in standard ONNX
 ops that onnxruntime runs with the same integers as mixq's engine; ``qonnx``: FINN's QONNX
 (``Quant`` nodes), for models whose every layer is one fixed-point grid. Writes next to the
 checkpoint unless ``--output`` says where.
@@ -59,17 +59,17 @@ def run(args: argparse.Namespace) -> int:
     path = out / FORMATS[args.format]
     example = loaded.spec.example_input()
     if args.format == "qonnx":
-        from mixq.integer.qonnx_export import export_qonnx
+        from mixq.export.qonnx import export_qonnx
 
         export_qonnx(loaded.model, example, path)
     else:
         integer = to_integer(loaded.model, example, engine=args.engine)
         if args.format == "packed":
-            from mixq.integer.packed import save_packed
+            from mixq.export.packed import save_packed
 
             save_packed(integer, path)
         else:
-            from mixq.integer.onnx_export import export_onnx
+            from mixq.export.onnx_integer import export_onnx
 
             export_onnx(integer, example, path)
     size = path.stat().st_size

@@ -13,7 +13,7 @@ Ops, per integer module:
   signed, with ``x_zero_point`` 128), then ``ConvInteger`` / ``MatMulInteger`` with int32
   accumulators, ``Cast`` to int64 and the per-row dyadic requantisation below. Weights are
   ``int8`` with zero point 0 when x86's u8*s8 kernel cannot saturate, else ``uint8`` with
-  zero point 128 (see :func:`_weights_signed`). Layers whose input levels need more than
+  zero point 128 (see :func:`weights_signed`). Layers whose input levels need more than
   8 bits or whose weight integers do not fit int8 are refused
   (:class:`~mixq.errors.IntegerConversionError`, naming the layer).
 - ``Requantize`` / ``Rescale`` / ``GlobalAvgPool``: ``ReduceSum`` (pooling), the dyadic
@@ -28,7 +28,7 @@ The dyadic multiply ``round(x * m / 2^c)`` (ties up) is ``floor((x*m + offset + 
 zero, so each row ``r`` adds a constant ``T_r``, a multiple of ``2^c_r`` chosen at export time
 from an exact interval analysis of every tensor, that makes the dividend non-negative; then
 truncation is the floor, and ``floor((y + T_r) / 2^c_r) - T_r / 2^c_r = floor(y / 2^c_r)``.
-The same analysis proves that no int64 intermediate overflows (see :class:`_RowPlan`). Where
+The same analysis proves that no int64 intermediate overflows (see :class:`RowPlan`). Where
 it cannot (a worst case beyond int64, which the engine's own int64 arithmetic would share),
 the floor is taken as ``(y - Mod(y, 2^c)) / 2^c`` instead, which repeats that arithmetic.
 
@@ -46,17 +46,38 @@ import copy
 import operator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import ShapeProp
 
 from mixq.errors import IntegerConversionError
-from mixq.integer.compile import ADD_FUNCTIONS, IntegerModel, is_zero_pad
+from mixq.export.intervals import (
+    RowPlan,
+    accumulator_bounds,
+    input_zero_point,
+    spread,
+    weight_arrays,
+)
+from mixq.export.onnx_graph import (
+    INPUT_NAME,
+    INT32_MAX,
+    OPSET,
+    OUTPUT_NAME,
+    RESHAPE_FUNCTIONS,
+    RESHAPE_METHODS,
+    OnnxGraph,
+    emit_pad,
+    emit_reshape,
+    emit_slice,
+    require_onnx,
+    tensor_shape,
+)
+from mixq.integer.compile import IntegerModel
 from mixq.integer.ops import (
     GlobalAvgPool,
     IntegerLayer,
@@ -65,143 +86,15 @@ from mixq.integer.ops import (
     Requantize,
     Rescale,
 )
+from mixq.integer.supported import ADD_FUNCTIONS, is_zero_pad
 
 try:  # the optional "export" extra
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 except ImportError:  # pragma: no cover - exercised only without the extra
     onnx = None
 
-if TYPE_CHECKING:
-    import onnxruntime
-
-OPSET = 17
-IR_VERSION = 8  # opset 17's IR, so onnxruntime >= 1.13 loads the files
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-INT64_MAX = 2**63 - 1
-INT32_MAX = 2**31 - 1
 DOUBLE_EXACT = 2**53  # integers below this are exact in float64
-# x86 kernels without VNNI multiply u8 by s8 with vpmaddubsw, which adds pairs of products
-# in int16 with saturation; a pair sum at most this large never saturates.
-_PAIR_SUM_LIMIT = 2**15 - 1
-_UINT8_ZERO = 128  # zero point of signed levels moved into uint8
-
-
-def require_onnx() -> None:
-    if onnx is None:
-        raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'mixq[export]'")
-
-
-# -- a small graph builder, shared with the QONNX exporter ---------------------------------
-
-
-class OnnxGraph:
-    """Nodes and initializers of an ONNX graph under construction, with unique names."""
-
-    def __init__(self) -> None:
-        require_onnx()
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self._names: set[str] = set()
-
-    def fresh(self, base: str) -> str:
-        name, index = base, 1
-        while name in self._names:
-            index += 1
-            name = f"{base}_{index}"
-        self._names.add(name)
-        return name
-
-    def constant(self, base: str, value: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], base: str, domain: str = "", **attrs: Any) -> str:
-        """Add one single-output node; returns the output's name."""
-        out = self.fresh(f"{base}/{op_type}")
-        node = helper.make_node(op_type, inputs, [out], name=out, domain=domain or None, **attrs)
-        self.nodes.append(node)
-        return out
-
-    def model(
-        self,
-        inputs: list[Any],
-        outputs: list[Any],
-        opsets: dict[str, int],
-        doc: str,
-        metadata: dict[str, str],
-        ir_version: int = IR_VERSION,
-    ) -> Any:
-        graph = helper.make_graph(self.nodes, "mixq", inputs, outputs, self.initializers)
-        imports = [helper.make_opsetid(domain, version) for domain, version in opsets.items()]
-        model = helper.make_model(graph, opset_imports=imports, producer_name="mixq")
-        model.ir_version = ir_version
-        model.doc_string = doc
-        helper.set_model_props(model, metadata)
-        return model
-
-
-def tensor_shape(node: fx.Node) -> tuple[int, ...] | None:
-    """The shape ShapeProp recorded for a node, or None where its value is not a tensor."""
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
-
-
-def emit_slice(graph: OnnxGraph, x: str, index: Any, rank: int, base: str) -> str:
-    """``x[index]`` for an index of slices with positive steps (and ``...``)."""
-    items = index if isinstance(index, tuple) else (index,)
-    if any(item is Ellipsis for item in items):
-        at = items.index(Ellipsis)
-        fill = (slice(None),) * (rank - len(items) + 1)
-        items = items[:at] + fill + items[at + 1 :]
-    if not all(isinstance(item, slice) for item in items) or len(items) > rank:
-        raise IntegerConversionError(f"{base}: only slicing with slices exports, not {index!r}")
-    starts, ends, axes, steps = [], [], [], []
-    for axis, item in enumerate(items):
-        if item == slice(None):
-            continue
-        step = 1 if item.step is None else int(item.step)
-        if step <= 0:
-            raise IntegerConversionError(f"{base}: slices with step {step} do not export")
-        starts.append(0 if item.start is None else int(item.start))
-        ends.append(INT64_MAX if item.stop is None else int(item.stop))
-        axes.append(axis)
-        steps.append(step)
-    if not axes:
-        return x
-    constants = [
-        graph.constant(f"{base}/{what}", np.array(values, dtype=np.int64))
-        for what, values in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps))
-    ]
-    return graph.op("Slice", [x, *constants], base)
-
-
-def emit_pad(
-    graph: OnnxGraph, x: str, pad: list[int] | tuple[int, ...], rank: int, base: str
-) -> str:
-    """``F.pad(x, pad)`` with zeros: torch lists (begin, end) pairs from the last axis back."""
-    begins, ends = [0] * rank, [0] * rank
-    for pair in range(len(pad) // 2):
-        begins[rank - 1 - pair] = int(pad[2 * pair])
-        ends[rank - 1 - pair] = int(pad[2 * pair + 1])
-    pads = graph.constant(f"{base}/pads", np.array(begins + ends, dtype=np.int64))
-    return graph.op("Pad", [x, pads], base)  # no constant_value: zero of x's type
-
-
-def emit_reshape(graph: OnnxGraph, x: str, shape: tuple[int, ...], base: str) -> str:
-    """Reshape to ``shape`` (from ShapeProp) with dim 0 as -1, so any batch size runs."""
-    target = list(shape)
-    if target:
-        target[0] = -1  # the batch folds into the first dimension, as in every reshape here
-    shape_name = graph.constant(f"{base}/shape", np.array(target, dtype=np.int64))
-    return graph.op("Reshape", [x, shape_name], base)
-
-
-# Shape-only fx targets both exporters turn into ONNX Reshape.
-RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
-RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
 
 
 # -- the integer exporter ------------------------------------------------------------------
@@ -248,7 +141,7 @@ class _IntegerExporter:
             self._convert(node)
         doc = (
             "mixq integer model: int64 output; real values = output * mixq.output_scale. "
-            "Standard ONNX ops only; see mixq.integer.onnx_export."
+            "Standard ONNX ops only; see mixq.export.onnx_integer."
         )
         metadata = {"mixq.output_scale": repr(float(output_scale)), "mixq.format": "integer-1"}
         return self.graph.model(self.inputs, self.outputs, {"": OPSET}, doc, metadata)
@@ -408,13 +301,13 @@ class _IntegerExporter:
         whose row ``r`` lies in ``[lows[r], highs[r]]`` (lists of length 1: one for all)."""
         rows = max(len(lows), len(multipliers))
         plans = [
-            _RowPlan.make(*row)
+            RowPlan.make(*row)
             for row in zip(
-                _spread(lows, rows),
-                _spread(highs, rows),
-                _spread(multipliers, rows),
-                _spread(shifts, rows),
-                _spread(offsets, rows),
+                spread(lows, rows),
+                spread(highs, rows),
+                spread(multipliers, rows),
+                spread(shifts, rows),
+                spread(offsets, rows),
                 strict=True,
             )
         ]
@@ -454,7 +347,7 @@ class _IntegerExporter:
         base = node.name
         x = self._int(node.args[0])
         low, high = min(x.low, 0), max(x.high, 0)  # zero: the padding value
-        zero_point = _input_zero_point(low, high, name)
+        zero_point = input_zero_point(low, high, name)
         weight = module.weight
         if int(weight.min()) < -128 or int(weight.max()) > 127:
             raise IntegerConversionError(
@@ -466,7 +359,7 @@ class _IntegerExporter:
             q = self.graph.op("Add", [q, self._int64(f"{base}/zero_point", zero_point)], base)
         q = self.graph.op("Cast", [q], base, to=TensorProto.UINT8)
         x_zero = self.graph.constant(f"{base}/x_zero_point", np.array(zero_point, dtype=np.uint8))
-        w_values, w_zero = _weight_arrays(weight, high + zero_point)
+        w_values, w_zero = weight_arrays(weight, high + zero_point)
         if module.conv is not None:
             acc = self._conv(q, x_zero, w_values, w_zero, module.conv, zero_point, base)
         else:
@@ -474,7 +367,7 @@ class _IntegerExporter:
             w_zp = self.graph.constant(f"{base}/w_zero_point", w_zero)
             acc = self.graph.op("MatMulInteger", [q, w, x_zero, w_zp], base)
         acc = self.graph.op("Cast", [acc], base, to=TensorProto.INT64)
-        acc_lows, acc_highs = _accumulator_bounds(weight, low, high)
+        acc_lows, acc_highs = accumulator_bounds(weight, low, high)
         if min(acc_lows) < -INT32_MAX - 1 or max(acc_highs) > INT32_MAX:
             raise IntegerConversionError(f"layer {name!r}: accumulators could overflow int32")
         rows = weight.shape[0]
@@ -568,119 +461,3 @@ class _IntegerExporter:
     def _reshape(self, node: fx.Node) -> _Int:
         x = self._value(node.args[0])
         return replace(x, name=emit_reshape(self.graph, x.name, self._shape(node), node.name))
-
-
-@dataclass(frozen=True)
-class _RowPlan:
-    """One row's ``floor((x*m + offset + half) / d)``, ``d = 2^c``, as ONNX computes it.
-
-    Proof of exactness: with ``y = x*m + offset + half`` (``m >= 0``) in ``[y_lo, y_hi]``,
-    ``T = k*d`` with ``k = max(0, -floor(y_lo / d))`` makes ``y + T >= 0``, so ONNX's
-    truncating ``Div`` floors; ``T`` is a multiple of ``d``, so ``floor((y + T) / d) - k =
-    floor(y / d)``. ``proven`` says every int64 intermediate (``x*m``, ``offset + half + T``,
-    ``y + T``) lies within int64 for every input in ``[low, high]``.
-    """
-
-    multiplier: int
-    add: int  # offset + half
-    add_biased: int  # offset + half + T
-    divisor: int
-    k: int
-    out_low: int
-    out_high: int
-    proven: bool
-
-    @classmethod
-    def make(cls, low: int, high: int, m: int, c: int, offset: int) -> _RowPlan:
-        m, c, offset = _strip_twos(m, c, offset)
-        d = 1 << c
-        half = d >> 1
-        y_low, y_high = low * m + offset + half, high * m + offset + half
-        k = max(0, -(y_low // d))
-        add_biased = offset + half + k * d
-        proven = (
-            max(abs(low), abs(high)) * m <= INT64_MAX
-            and y_high + k * d <= INT64_MAX
-            and abs(add_biased) <= INT64_MAX
-        )
-        return cls(m, offset + half, add_biased, d, k, y_low // d, y_high // d, proven)
-
-
-def _strip_twos(m: int, c: int, offset: int) -> tuple[int, int, int]:
-    """The same ``round((x*m + offset) / 2^c)`` with the powers of two that ``m`` and
-    ``offset`` share with ``2^c`` cancelled, so products stay small (``1/64`` is ``m = 2^30,
-    c = 36`` in the engine, ``m = 1, c = 6`` here). Exact: with ``m = 2^t m'`` and
-    ``offset = 2^t o'`` (``t <= c``), ``x*m + offset + 2^(c-1) = 2^t (x m' + o' + 2^(c-t-1))``
-    for ``t < c``, and for ``t = c`` the half of ``2^c`` is below one output step."""
-    t = min(_twos(m), _twos(offset), c)
-    return m >> t, c - t, offset >> t
-
-
-def _twos(value: int) -> int:
-    """Trailing zero bits of ``value`` (a large number for zero, which has all of them)."""
-    return (value & -value).bit_length() - 1 if value else 1 << 30
-
-
-def _spread(values: list[int], rows: int) -> list[int]:
-    return [int(v) for v in values] * rows if len(values) == 1 else [int(v) for v in values]
-
-
-def _input_zero_point(low: int, high: int, layer: str) -> int:
-    """0 for levels that fit uint8 as they are, 128 for signed levels that fit int8."""
-    if low >= 0 and high <= 255:
-        return 0
-    if low >= -_UINT8_ZERO and high <= 127:
-        return _UINT8_ZERO
-    raise IntegerConversionError(
-        f"layer {layer!r}: input levels span [{low}, {high}], more than 8 bits; "
-        "ConvInteger/MatMulInteger take 8-bit inputs"
-    )
-
-
-def _weights_signed(weight: Tensor, x_max: int) -> bool:
-    """Whether u8*s8 kernels run this layer exactly: x86 CPUs without VNNI add two u8*s8
-    products in int16 with saturation, so int8 weights need ``2 * x_max * |w|max`` below
-    2^15 (onnxruntime's documented "reduce range" concern); otherwise the weights go to
-    uint8 with zero point 128, whose u8*u8 kernels widen to int16 first and are exact."""
-    return 2 * x_max * int(weight.abs().max()) <= _PAIR_SUM_LIMIT
-
-
-def _weight_arrays(weight: Tensor, x_max: int) -> tuple[np.ndarray, np.ndarray]:
-    values = weight.numpy()
-    if _weights_signed(weight, x_max):
-        return values.astype(np.int8), np.array(0, dtype=np.int8)
-    return (values + _UINT8_ZERO).astype(np.uint8), np.array(_UINT8_ZERO, dtype=np.uint8)
-
-
-def _accumulator_bounds(weight: Tensor, low: int, high: int) -> tuple[list[int], list[int]]:
-    """Exact per-row extremes of ``sum_j x_j * w_rj`` for inputs in ``[low, high]``."""
-    rows = weight.reshape(weight.shape[0], -1)
-    positive = rows.clamp_min(0).sum(dim=1).tolist()
-    negative = rows.clamp_max(0).sum(dim=1).tolist()
-    lows = [low * p + high * n for p, n in zip(positive, negative, strict=True)]
-    highs = [high * p + low * n for p, n in zip(positive, negative, strict=True)]
-    return lows, highs
-
-
-# -- running -------------------------------------------------------------------------------
-
-
-def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """An onnxruntime CPU session for an exported file (``threads``: intra-op threads)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-
-
-def run_onnx(model: str | Path | onnxruntime.InferenceSession, x: Tensor) -> Tensor:
-    """Run an exported file (or a session from :func:`onnx_session`) on ``x``; returns the
-    output tensor (int64 for :func:`export_onnx` files)."""
-    session = model if not isinstance(model, str | Path) else onnx_session(model)
-    feed = {session.get_inputs()[0].name: x.detach().cpu().float().numpy()}
-    (out,) = session.run(None, feed)
-    return torch.from_numpy(np.asarray(out))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.fx as fx
-from _integer_models import quantize, residual_net, tiny_resnet
+from _export_models import quantize, tiny_resnet
 from torch import nn
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra")
@@ -16,8 +16,9 @@ ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the 'export' 
 
 import mixq  # noqa: E402
 from mixq.errors import IntegerConversionError  # noqa: E402
+from mixq.export.onnx_integer import export_onnx  # noqa: E402
+from mixq.export.onnx_runtime import onnx_session, run_onnx  # noqa: E402
 from mixq.integer.compile import IntegerModel  # noqa: E402
-from mixq.integer.onnx_export import export_onnx, onnx_session, run_onnx  # noqa: E402
 from mixq.integer.ops import GlobalAvgPool, QuantizeInput, Requantize, Rescale  # noqa: E402
 from mixq.ratio import Ratio  # noqa: E402
 from mixq.recipe import LayerConfig, Recipe  # noqa: E402
@@ -119,7 +120,7 @@ def test_small_cnn_with_unsigned_input_equals_engine(act_bits: int, tmp_path: Pa
 
 def test_residual_blocks_with_torch_flatten_equal_engine(tmp_path: Path) -> None:
     images = signed_images(4, 3, 16, 16)
-    net = quantize(residual_net(), Recipe.preset("rmsmp", act_bits=4), images)
+    net = quantize(tiny_resnet(), Recipe.preset("rmsmp", act_bits=4), images)
     model = mixq.to_integer(net, images[0])
     assert_onnx_equals_engine(model, images[0], images[1][:3], tmp_path / "residual.onnx")
 

@@ -34,8 +34,9 @@ Metadata key ``"mixq"``: a JSON header with ``format`` (``"mixq-packed"``), ``ve
 ``modules`` (name to ``kind`` and scalar attributes: ``low``/``high`` (``null``: no clamp),
 ``multiplier``/``shift``, ``m_a``/``m_b`` (``AddLevels``), ``keepdim``,
 ``kernel``/``stride``/``padding``, ``function`` (``Lookup``), and for layers
-``weight_shape``, ``candidates``, ``conv`` and ``residual_multiplier``), ``nodes`` (the fx graph in order: ``name``, ``op``,
-``target``, ``args`` and ``kwargs`` where ``{"node": name}`` refers to an earlier node and
+``weight_shape``, ``candidates``, ``conv`` and ``residual_multiplier``), ``nodes`` (the fx
+graph in order: ``name``, ``op``, ``target``, ``args`` and ``kwargs`` where ``{"node":
+name}`` refers to an earlier node and
 ``{"tuple": [...]}``, ``{"list": [...]}``, ``{"slice": [a, b, c]}`` tag the other
 non-JSON values) and ``checksum``: ``"sha256:"`` and the hex digest of :func:`checksum`
 (the header without its checksum, then every tensor's name, dtype, shape and bytes).
@@ -55,7 +56,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mixq.errors import IntegerConversionError, MixqError, PackedFormatError
-from mixq.grids import integer_magnitudes
+from mixq.export.bits import pack_levels, packed_bytes, unpack_levels
 from mixq.integer.compile import IntegerModel
 from mixq.integer.dyadic import MAX_SHIFT, MULTIPLIER_BITS
 from mixq.integer.ops import (
@@ -210,64 +211,6 @@ def checksum(header: dict[str, Any], tensors: dict[str, Tensor]) -> str:
         # As raw bytes, so a file with any dtype (bfloat16 too) gets a checksum to refuse.
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return "sha256:" + digest.hexdigest()
-
-
-# -- level indices and bit packing --------------------------------------------------------
-
-
-@cache
-def _levels(candidate: Candidate) -> np.ndarray:
-    """The candidate's signed integer grid, sorted: level index ``i`` stands for ``[i]``."""
-    magnitudes, _ = integer_magnitudes(candidate)
-    if max(magnitudes) >= 2**62:
-        raise PackedFormatError(f"{candidate} integers do not fit int64")
-    grid = np.array(magnitudes, dtype=np.int64)
-    levels = np.unique(np.concatenate([-grid, grid]))
-    assert len(levels) <= 2**candidate.bits, f"{candidate}: more levels than its bits hold"
-    levels.flags.writeable = False  # shared by every caller through the cache
-    return levels
-
-
-def pack_levels(values: np.ndarray, candidate: Candidate) -> np.ndarray:
-    """Integers on ``candidate``'s grid as level indices, packed ``candidate.bits`` each."""
-    levels = _levels(candidate)
-    flat = values.reshape(-1)
-    index = np.searchsorted(levels, flat).clip(0, len(levels) - 1)
-    if not np.array_equal(levels[index], flat):
-        raise PackedFormatError(f"weights off the {candidate} grid cannot be packed")
-    return pack_bits(index, candidate.bits)
-
-
-def unpack_levels(data: np.ndarray, candidate: Candidate, count: int) -> np.ndarray:
-    """The ``count`` integers :func:`pack_levels` packed into ``data`` (int64)."""
-    levels = _levels(candidate)
-    index = unpack_bits(data, candidate.bits, count)
-    if count and int(index.max()) >= len(levels):
-        raise PackedFormatError(
-            f"{candidate} level index {int(index.max())} out of range (grid of {len(levels)})"
-        )
-    return levels[index]
-
-
-def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
-    """Non-negative integers below ``2^bits`` as one LSB-first bit stream, in bytes.
-
-    >>> pack_bits(np.array([1, 2, 3]), 4).tolist()  # 0x21, then 0x03 and 4 padding bits
-    [33, 3]
-    """
-    planes = (values.astype(np.int64)[:, None] >> np.arange(bits)) & 1  # (N, bits)
-    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little")
-
-
-def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """The ``count`` values of ``bits`` bits :func:`pack_bits` wrote (int64)."""
-    planes = np.unpackbits(data, count=count * bits, bitorder="little").reshape(count, bits)
-    return (planes.astype(np.int64) << np.arange(bits)).sum(axis=1)
-
-
-def packed_bytes(bits: int, count: int) -> int:
-    """Bytes of ``count`` packed values of ``bits`` bits."""
-    return math.ceil(bits * count / 8)
 
 
 # -- encoding -----------------------------------------------------------------------------

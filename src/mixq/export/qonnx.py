@@ -31,11 +31,7 @@ from typing import Any
 import numpy as np
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from mixq.errors import IntegerConversionError, UnsupportedLayerError
-from mixq.integer.compile import ADD_FUNCTIONS, RELU_FUNCTIONS, is_zero_pad, trace_with_shapes
-from mixq.integer.onnx_export import (
+from mixq.export.onnx_graph import (
     INPUT_NAME,
     OUTPUT_NAME,
     RESHAPE_FUNCTIONS,
@@ -47,6 +43,11 @@ from mixq.integer.onnx_export import (
     require_onnx,
     tensor_shape,
 )
+from torch import Tensor, nn
+
+from mixq.errors import IntegerConversionError, UnsupportedLayerError
+from mixq.integer.compile import trace_with_shapes
+from mixq.integer.supported import ADD_FUNCTIONS, RELU_FUNCTIONS, is_zero_pad
 from mixq.integer.weights import integer_weights
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 from mixq.schemes import Scheme

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx", reason="QONNX export needs the 'export' extra
 
 import mixq  # noqa: E402
 from mixq.errors import IntegerConversionError  # noqa: E402
-from mixq.integer.qonnx_export import QONNX_DOMAIN, export_qonnx  # noqa: E402
+from mixq.export.qonnx import QONNX_DOMAIN, export_qonnx  # noqa: E402
 from mixq.models.cifar_resnet import CifarResNet  # noqa: E402
 from mixq.ratio import Ratio  # noqa: E402
 from mixq.recipe import LayerConfig, Recipe  # noqa: E402

@@ -1,0 +1,23 @@
+"""Deployment formats of a quantised model.
+
+Which format for what:
+
+- **packed** (:mod:`mixq.export.packed`): the integer model at its bit width in one
+  safetensors file; :func:`~mixq.export.packed.load_packed` rebuilds it without the float
+  model, bit-identical. For shipping a model to be run by mixq's own engines.
+- **exact integer ONNX** (:mod:`mixq.export.onnx_integer`): the integer model in standard
+  ONNX ops (``ConvInteger``/``MatMulInteger``, int64 dyadic requantisation); any ONNX
+  runtime computes exactly mixq's integers. For checking an integer runtime or hardware
+  against mixq, not for speed.
+- **QDQ ONNX** (:mod:`mixq.export.qdq`): ``QuantizeLinear``/``DequantizeLinear`` around
+  ``Conv``/``Gemm`` with int8 per-channel weights, the pattern onnxruntime, TensorRT and
+  OpenVINO fuse into int8 kernels. For fast deployment; the runtime requantises in float,
+  so a few predictions may differ from mixq's integer engine.
+- **QONNX** (:mod:`mixq.export.qonnx`): FINN's ``Quant`` nodes, for FPGA flows; uniform
+  (``fixed-k``) layers only.
+
+Submodules: :mod:`~mixq.export.onnx_graph` (the ONNX graph builder the three ONNX
+exporters share), :mod:`~mixq.export.intervals` (the exact interval analysis of the integer
+ONNX graph), :mod:`~mixq.export.onnx_runtime` (running files with onnxruntime),
+:mod:`~mixq.export.bits` (bit packing of weight levels).
+"""
