@@ -12,7 +12,7 @@ from torch import nn
 from mixq.batches import check_batches, model_device, run_checked
 
 # Called once per Conv2d/Linear forward: (module name, module, its input, its output).
-LayerRecorder = Callable[[str, nn.Module, torch.Tensor, torch.Tensor], None]
+LayerRecorder = Callable[[str, nn.Conv2d | nn.Linear, torch.Tensor, torch.Tensor], None]
 
 
 @torch.no_grad()
@@ -34,8 +34,14 @@ def run_with_layer_hooks(model: nn.Module, example: Any, record: LayerRecorder) 
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
 
-            def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
-                record(name, mod, args[0], out)
+            def hook(
+                _mod: nn.Module,
+                args: tuple[Any, ...],
+                out: Any,
+                name: str = name,
+                layer: nn.Conv2d | nn.Linear = module,
+            ) -> None:
+                record(name, layer, args[0], out)
 
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
