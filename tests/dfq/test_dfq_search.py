@@ -10,6 +10,7 @@ from torch import nn
 import mixq
 from mixq.dfq import DfqConfig, dfq_search
 from mixq.errors import AllocationError
+from mixq.shapes import measure_layer_shapes
 
 
 def _net() -> nn.Sequential:
@@ -55,7 +56,7 @@ def test_a_bops_target_is_met_and_only_the_chosen_layers_are_planned() -> None:
     result = dfq_search(net, _data(), config, layers=["3", "6"], progress=False)
     assert set(result.plan.layers) == {"3", "6"}
     assert result.plan.metadata["bops"] <= 2.0e6
-    shapes = mixq.shapes.measure_layer_shapes(net, _data()[0])
+    shapes = measure_layer_shapes(net, _data()[0])
     bops = sum(
         float(lp.assignment.bits_per_row().sum()) * shapes[n].macs_per_row * shapes[n].positions * 8
         for n, lp in result.plan.layers.items()
