@@ -220,13 +220,16 @@ def throughput_rows(
                 name: calls_per_round(p[threads], x, args.seconds) for name, p in engines.items()
             }
             timings: dict[str, list[float]] = {name: [] for name in engines}
+            cpu: dict[str, list[float]] = {name: [] for name in engines}
             for _ in range(args.runs):
                 for name, per_thread in engines.items():  # alternating rounds
                     predict = per_thread[threads]
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     for _ in range(calls[name]):
                         predict(x)
-                    timings[name].append((time.perf_counter() - start) / (calls[name] * batch))
+                    count = calls[name] * batch
+                    timings[name].append((time.perf_counter() - start) / count)
+                    cpu[name].append((time.process_time() - start_cpu) / count)
             base = statistics.median(timings["fp32"])
             for name in engines:
                 per_image = statistics.median(timings[name])
@@ -238,6 +241,9 @@ def throughput_rows(
                         "threads": threads,
                         "images_per_s": round(1.0 / per_image, 1),
                         "speedup_vs_fp32_ratio": round(base / per_image, 3),
+                        # CPU time of this process (all its threads): less sensitive to
+                        # other processes' load than wall time on a shared machine.
+                        "cpu_ms_per_image": round(statistics.median(cpu[name]) * 1e3, 4),
                         "load_average": round(os.getloadavg()[0], 2),
                     }
                 )

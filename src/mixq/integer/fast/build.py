@@ -38,7 +38,7 @@ def kernels() -> ModuleType:
         if not cpp_extension.is_ninja_available():
             raise FastEngineUnavailableError("ninja is needed to build the fast kernels")
         module = cpp_extension.load(
-            name="mixq_fast_kernels_v3",
+            name="mixq_fast_kernels_v5",
             sources=[str(_CSRC / name) for name in SOURCES],
             extra_cflags=["-O3", "-std=c++17", "-fno-fast-math"],
             verbose=False,

@@ -38,6 +38,9 @@ struct Epilogue {
   void* second_out;           // nullptr, or laid out as out
   int second_dtype;
   int64_t second_multiplier, second_add, second_shift, second_low, second_high;
+  // Every multiplier (rows, residual, second output) below 2^31, and so every factor of
+  // every product a signed 32-bit value.
+  bool narrow;
 };
 
 // GEMM rows read in place: pixel p's k-group kg = t * groups_per_tap + g starts at

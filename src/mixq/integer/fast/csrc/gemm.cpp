@@ -178,21 +178,27 @@ MIXQ_VNNI inline void store8(void* base, int dtype, int64_t index, __mmask8 mask
 }
 
 // Eight rows (r0..r0+7) of one pixel: int64 multiply-add, residual, shift, clamp, store.
+// Every multiplier below 2^31 (e.narrow): vpmuldq's 32x32 -> 64-bit product, exact for
+// the int32-range values multiplied here; otherwise the full 64-bit vpmullq.
+MIXQ_VNNI inline __m512i multiply(const Epilogue& e, __m512i a, __m512i b) {
+  return e.narrow ? _mm512_mul_epi32(a, b) : _mm512_mullo_epi64(a, b);
+}
+
 MIXQ_VNNI inline void requantize8(__m512i acc64, const Epilogue& e, int64_t pixel, int64_t r0,
                                   __mmask8 mask) {
   __m512i t = _mm512_add_epi64(
-      _mm512_mullo_epi64(acc64, _mm512_loadu_si512(e.multiplier + r0)),
+      multiply(e, acc64, _mm512_loadu_si512(e.multiplier + r0)),
       _mm512_loadu_si512(e.bias + r0));
   if (e.residual != nullptr) {
     const __m512i res = load_residual8(e.residual, e.residual_dtype,
                                        pixel * e.residual_stride + r0, mask);
-    t = _mm512_add_epi64(t, _mm512_mullo_epi64(res, _mm512_set1_epi64(e.residual_multiplier)));
+    t = _mm512_add_epi64(t, multiply(e, res, _mm512_set1_epi64(e.residual_multiplier)));
   }
   __m512i y = _mm512_srav_epi64(t, _mm512_loadu_si512(e.shift + r0));
   y = _mm512_min_epi64(_mm512_max_epi64(y, _mm512_set1_epi64(e.low)), _mm512_set1_epi64(e.high));
   store8(e.out, e.out_dtype, pixel * e.out_stride + r0, mask, y);
   if (e.second_out != nullptr) {
-    __m512i z = _mm512_add_epi64(_mm512_mullo_epi64(y, _mm512_set1_epi64(e.second_multiplier)),
+    __m512i z = _mm512_add_epi64(multiply(e, y, _mm512_set1_epi64(e.second_multiplier)),
                                  _mm512_set1_epi64(e.second_add));
     z = _mm512_sra_epi64(z, _mm_cvtsi64_si128(e.second_shift));
     z = _mm512_min_epi64(_mm512_max_epi64(z, _mm512_set1_epi64(e.second_low)),
@@ -233,8 +239,11 @@ MIXQ_VNNI void tile_vnni(const Rows& rows, int64_t p0, const int8_t* w, int64_t 
       }
     }
   }
+  // A local copy: the output stores (char-typed) cannot alias it, so its fields stay in
+  // registers across the stores.
+  const Epilogue local = e;
   for (int p = 0; p < PB; ++p)
-    for (int b = 0; b < RB; ++b) requantize16(acc[p][b], e, pixel + p, r0 + b * kRowBlock);
+    for (int b = 0; b < RB; ++b) requantize16(acc[p][b], local, pixel + p, r0 + b * kRowBlock);
 }
 
 // The last n < PB pixels with a tile of exactly n pixels.

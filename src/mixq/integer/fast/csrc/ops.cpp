@@ -44,6 +44,12 @@ at::ScalarType scalar_type(int64_t code) {
 
 constexpr int64_t kTilePixels = 48;  // rows of one im2col tile (a multiple of 6, 8, 12, 16)
 
+// Allocated channels-last at once (empty(...).contiguous(ChannelsLast) would allocate and
+// copy a second tensor).
+at::Tensor empty_channels_last(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::empty(sizes, at::TensorOptions().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
+}
+
 at::Tensor channels_last(const at::Tensor& x) {
   return x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
 }
@@ -132,9 +138,7 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
   const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
   const int64_t ow = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
   TORCH_CHECK(oh > 0 && ow > 0, "conv_fused: empty output");
-  at::Tensor out = at::empty({n, rows, oh, ow},
-                             at::TensorOptions().dtype(scalar_type(out_dtype)))
-                       .contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = empty_channels_last({n, rows, oh, ow}, scalar_type(out_dtype));
   at::Tensor residual;
   if (residual_in.has_value()) {
     residual = channels_last(*residual_in);
@@ -145,14 +149,21 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
   TORCH_CHECK(second.empty() || (second[1] >= 0 && second[1] <= 62), "conv_fused: bad shift");
   at::Tensor out2;
   if (!second.empty()) {
-    out2 = at::empty({n, rows, oh, ow}, at::TensorOptions().dtype(scalar_type(second[4])))
-               .contiguous(at::MemoryFormat::ChannelsLast);
+    out2 = empty_channels_last({n, rows, oh, ow}, scalar_type(second[4]));
   }
   std::vector<at::Tensor> results{out};
   if (out2.defined()) results.push_back(out2);
   const int isa = active_isa();
   const int8_t* wp = packed.data_ptr<int8_t>();
   const int64_t padded_rows = row_blocks * kRowBlock;
+  constexpr int64_t kNarrow = int64_t{1} << 31;
+  // Factors of every epilogue product int32-range values: the cheaper 32x32 multiply.
+  bool narrow = residual_multiplier >= 0 && residual_multiplier < kNarrow &&
+                (!residual.defined() || residual.scalar_type() != at::kLong) &&
+                (second.empty() || (second[0] >= 0 && second[0] < kNarrow &&
+                                    low >= -kNarrow && high < kNarrow));
+  const int64_t* mp = multiplier.data_ptr<int64_t>();
+  for (int64_t i = 0; i < multiplier.numel(); ++i) narrow = narrow && mp[i] >= 0 && mp[i] < kNarrow;
   auto epilogue = [&](int64_t g) {
     Epilogue e;
     e.multiplier = multiplier.data_ptr<int64_t>() + g * padded_rows;
@@ -172,6 +183,7 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
     e.out_dtype = static_cast<int>(out_dtype);
     e.out_stride = rows;
     e.second_out = nullptr;
+    e.narrow = narrow;
     if (out2.defined()) {
       e.second_out = static_cast<char*>(out2.data_ptr()) + g * rg * out2.element_size();
       e.second_dtype = static_cast<int>(second[4]);
@@ -369,7 +381,7 @@ at::Tensor max_pool(const at::Tensor& x_in, int64_t kernel, int64_t stride, int6
   const int64_t n = x.size(0), ch = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1;
   TORCH_CHECK(oh > 0 && ow > 0, "max_pool: empty output");
-  at::Tensor out = at::empty({n, ch, oh, ow}, x.options()).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = empty_channels_last({n, ch, oh, ow}, x.scalar_type());
   AT_DISPATCH_INTEGRAL_TYPES(x.scalar_type(), "max_pool", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
