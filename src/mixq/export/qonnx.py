@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mixq.errors import IntegerConversionError, UnsupportedLayerError
 from mixq.export.onnx_graph import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -43,11 +47,16 @@ from mixq.export.onnx_graph import (
     require_onnx,
     tensor_shape,
 )
-from torch import Tensor, nn
-
-from mixq.errors import IntegerConversionError, UnsupportedLayerError
 from mixq.integer.compile import trace_with_shapes
-from mixq.integer.supported import ADD_FUNCTIONS, RELU_FUNCTIONS, is_zero_pad
+from mixq.integer.supported import (
+    ADD_FUNCTIONS,
+    CAT_FUNCTIONS,
+    CLAMP_FUNCTIONS,
+    RELU6_FUNCTIONS,
+    RELU_FUNCTIONS,
+    TABLE_FUNCTIONS,
+    is_zero_pad,
+)
 from mixq.integer.weights import integer_weights
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 from mixq.schemes import Scheme
@@ -78,7 +87,7 @@ def export_qonnx(quantized_model: nn.Module, example_input: Tensor, path: str | 
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     bits = {name: uniform_bits(name, layer) for name, layer in layers.items()}
     graph = trace_with_shapes(model, example_input)
-    proto = _QonnxExporter(model, bits).build(graph)
+    proto = FakeQuantExporter(model, bits).build(graph)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -106,7 +115,11 @@ def uniform_bits(name: str, layer: nn.Module) -> int:
     return candidates[0].bits
 
 
-class _QonnxExporter:
+class FakeQuantExporter:
+    """The fake-quantised model's fx graph in float ONNX ops; a quantised layer's input and
+    weight quantisation are the subclass's (:meth:`_layer`): QONNX ``Quant`` here, QDQ in
+    :mod:`mixq.export.qdq`."""
+
     def __init__(self, model: nn.Module, bits: dict[str, int]) -> None:
         self.modules = dict(model.named_modules())
         self.bits = bits
@@ -146,6 +159,10 @@ class _QonnxExporter:
             self.env[node] = self._layer(node, module)
         elif isinstance(module, nn.ReLU):
             self.env[node] = self.graph.op("Relu", [self._name(node.args[0])], node.name)
+        elif isinstance(module, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
+            self.env[node] = self._clip(node, module.min_val, module.max_val)
+        elif isinstance(module, nn.Hardswish | nn.SiLU | nn.Sigmoid):
+            self.env[node] = self._table_function(node, type(module).__name__.lower())
         elif isinstance(module, _PASS_MODULES):
             self.env[node] = self._name(node.args[0])
         elif isinstance(module, nn.Flatten):
@@ -164,6 +181,15 @@ class _QonnxExporter:
             self.env[node] = self.graph.op("Relu", [self._name(node.args[0])], node.name)
         elif target in ADD_FUNCTIONS:
             self.env[node] = self._add(node)
+        elif target in RELU6_FUNCTIONS:
+            self.env[node] = self._clip(node, 0.0, 6.0)
+        elif target in CLAMP_FUNCTIONS:
+            self.env[node] = self._clip(node, *_clamp_bounds(node))
+        elif target in CAT_FUNCTIONS:
+            self.env[node] = self._cat(node)
+        elif target in TABLE_FUNCTIONS:
+            name = "sigmoid" if target in (torch.sigmoid, F.sigmoid) else target.__name__
+            self.env[node] = self._table_function(node, name)
         elif target is operator.getitem:
             rank = len(self._shape(node.args[0]))
             x = self._name(node.args[0])
@@ -185,6 +211,10 @@ class _QonnxExporter:
             self.env[node] = self.graph.op("Relu", [self._name(node.args[0])], node.name)
         elif node.target == "add":
             self.env[node] = self._add(node)
+        elif node.target in ("clamp", "clip"):
+            self.env[node] = self._clip(node, *_clamp_bounds(node))
+        elif node.target == "sigmoid":
+            self.env[node] = self._table_function(node, "sigmoid")
         elif node.target in RESHAPE_METHODS:
             self.env[node] = self._reshape(node)
         elif node.target == "contiguous":
@@ -304,6 +334,33 @@ class _QonnxExporter:
             raise self._unsupported(node, "add with a constant or alpha")
         return self.graph.op("Add", [self._name(a) for a in args], node.name)
 
+    def _clip(self, node: fx.Node, low: float | None, high: float | None) -> str:
+        x = self._name(node.args[0])
+        bounds = [
+            self._float(f"{node.name}/{what}", value) if value is not None else ""
+            for what, value in (("min", low), ("max", high))
+        ]
+        return self.graph.op("Clip", [x, *bounds], node.name)
+
+    def _cat(self, node: fx.Node) -> str:
+        tensors = node.args[0]
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if not isinstance(tensors, list | tuple) or not isinstance(dim, int):
+            raise self._unsupported(node, "cat of a non-list")
+        rank = len(self._shape(node))
+        names = [self._name(t) for t in tensors]
+        return self.graph.op("Concat", names, node.name, axis=dim % rank)
+
+    def _table_function(self, node: fx.Node, function: str) -> str:
+        # Float here: the quantised graph's Hardswish/SiLU/Sigmoid sit between quantisers.
+        x = self._name(node.args[0])
+        if function == "sigmoid":
+            return self.graph.op("Sigmoid", [x], node.name)
+        if function == "silu":
+            return self.graph.op("Mul", [x, self.graph.op("Sigmoid", [x], node.name)], node.name)
+        gate = self.graph.op("HardSigmoid", [x], node.name, alpha=1.0 / 6.0, beta=0.5)
+        return self.graph.op("Mul", [x, gate], node.name)  # hardswish, before opset 14
+
     def _reshape(self, node: fx.Node) -> str:
         return emit_reshape(self.graph, self._name(node.args[0]), self._shape(node), node.name)
 
@@ -320,6 +377,21 @@ class _QonnxExporter:
             dilations=dilation,
             ceil_mode=int(module.ceil_mode),
         )
+
+
+def _clamp_bounds(node: fx.Node) -> tuple[float | None, float | None]:
+    """The (min, max) of a clamp, clip or hardtanh call (None: unbounded on that side)."""
+    names = ("min_val", "max_val") if node.target is F.hardtanh else ("min", "max")
+    defaults = (-1.0, 1.0) if node.target is F.hardtanh else (None, None)
+    values = []
+    for index, (name, default) in enumerate(zip(names, defaults, strict=True)):
+        value = node.kwargs.get(
+            name, node.args[index + 1] if len(node.args) > index + 1 else default
+        )
+        if value is not None and not isinstance(value, int | float):
+            raise UnsupportedLayerError(f"node {node.name}: clamp bounds must be numbers")
+        values.append(None if value is None else float(value))
+    return values[0], values[1]
 
 
 def _pair(value: Any) -> list[int]:

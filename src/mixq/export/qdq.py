@@ -1,0 +1,187 @@
+"""Standard QDQ ONNX of a fake-quantised model: ``QuantizeLinear``/``DequantizeLinear``
+around ``Conv``/``Gemm``, the pattern onnxruntime, TensorRT and OpenVINO fuse into int8
+kernels.
+
+Every scheme's levels are integers over one step per row (:func:`mixq.integer.weights.
+integer_weights`), so Fixed, PoT and SP2 rows alike are an ``int8`` weight initializer with
+a per-channel ``DequantizeLinear`` (axis 0, zero point 0, scale the row's step); rows whose
+integers exceed int8 (PoT above 5 bits) are refused. The bias is ``int32`` at scale
+``input step * row step``, as onnxruntime's own quantizer writes it. Each tensor that a
+quantised layer reads is quantised once, per tensor, at that layer's calibrated input step
+(the finest one where several layers read it): ``uint8`` for unsigned levels, ``int8`` for
+signed ones, zero point 0, and, where the quantiser's range is narrower than the type's
+(4-bit activations, the symmetric signed grid), a float ``Clip`` to the range first. Every
+reader of that tensor (a residual addition too) takes the dequantised value, as mixq's
+integer engine does. ReLU, residual additions, pooling, ReLU6/clamp, cat and
+Hardswish/SiLU/Sigmoid stay float ops between the Q/DQ pairs.
+
+onnxruntime requantises in float32, so this format is fast but not bit-exact: a few
+predictions may differ from :func:`mixq.integer.to_integer`'s (``benchmarks/qdq_agreement.py``
+counts them on real images).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.fx as fx
+from torch import Tensor, nn
+
+from mixq.errors import IntegerConversionError
+from mixq.export.onnx_graph import OPSET, require_onnx
+from mixq.export.qonnx import FakeQuantExporter
+from mixq.integer.compile import trace_with_shapes
+from mixq.integer.weights import integer_weights
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
+
+try:  # the optional "export" extra
+    import onnx
+except ImportError:  # pragma: no cover - exercised only without the extra
+    onnx = None
+
+_INT8_MAX = 127
+_INT32_MAX = 2**31 - 1
+
+
+def export_qdq(quantized_model: nn.Module, example_input: Tensor, path: str | Path) -> Path:
+    """Write a quantised model (from :func:`mixq.quantize`) as QDQ ONNX; returns ``path``.
+
+    ``example_input`` fixes every dimension (the batch included, as static shapes let
+    onnxruntime fuse most).
+    """
+    require_onnx()
+    model = copy.deepcopy(quantized_model).eval()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
+    if not layers:
+        raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
+    for name, layer in layers.items():
+        _check_layer(name, layer)
+    graph = trace_with_shapes(model, example_input)
+    proto = _QdqExporter(model, _input_quantizers(graph, model)).build(graph)
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _check_layer(name: str, layer: nn.Module) -> None:
+    act = layer.act_quant
+    if act is None or not act.enabled or not bool(act.calibrated):
+        raise IntegerConversionError(
+            f"layer {name!r}: input quantiser missing, off or not calibrated"
+        )
+    if act.bits > 8:
+        raise IntegerConversionError(f"layer {name!r}: {act.bits}-bit inputs do not fit 8-bit Q/DQ")
+    top = int(integer_weights(layer).values.abs().max())
+    if top > _INT8_MAX:
+        raise IntegerConversionError(
+            f"layer {name!r}: weight integers reach {top}, beyond int8 (PoT above 5 bits)"
+        )
+
+
+def _input_quantizers(graph: fx.Graph, model: nn.Module) -> dict[fx.Node, nn.Module]:
+    """For each tensor a quantised layer reads, the finest input quantiser that reads it."""
+    modules = dict(model.named_modules())
+    found: dict[fx.Node, nn.Module] = {}
+    for node in graph.nodes:
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, QUANT_LAYERS) and isinstance(node.args[0], fx.Node):
+            source, act = node.args[0], module.act_quant
+            if source not in found or float(act.step) < float(found[source].step):
+                found[source] = act
+    return found
+
+
+def activation_range(act: nn.Module) -> tuple[int, int]:
+    """The integer levels of an activation quantiser: ``[-L, L]`` signed, ``[0, L]`` not."""
+    levels = int(act.levels)
+    return (-levels, levels) if bool(act.signed) else (0, levels)
+
+
+class _QdqExporter(FakeQuantExporter):
+    def __init__(self, model: nn.Module, quantizers: dict[fx.Node, nn.Module]) -> None:
+        super().__init__(model, {})
+        self.quantizers = quantizers
+        self.steps: dict[str, float] = {}  # dequantised tensor -> its step
+
+    def build(self, graph: fx.Graph) -> Any:
+        for node in graph.nodes:
+            self._convert(node)
+            if node in self.quantizers:
+                self.env[node] = self._quantize(self._name(node), self.quantizers[node], node.name)
+        doc = "mixq fake-quantised model in QDQ: int8 per-channel weights, 8-bit activations."
+        metadata = {"mixq.format": "qdq-1"}
+        return self.graph.model(self.inputs, self.outputs, {"": OPSET}, doc, metadata)
+
+    def _quantize(self, x: str, act: nn.Module, base: str) -> str:
+        step = float(act.step)
+        low, high = activation_range(act)
+        signed = bool(act.signed)
+        type_low, type_high = (-128, 127) if signed else (0, 255)
+        if (low, high) != (type_low, type_high):
+            # Saturation of the 8-bit type would not stop at the quantiser's range.
+            x = self.graph.op(
+                "Clip",
+                [
+                    x,
+                    self._float(f"{base}/min", low * step),
+                    self._float(f"{base}/max", high * step),
+                ],
+                base,
+            )
+        scale = self._float(f"{base}/scale", step)
+        zero = self.graph.constant(
+            f"{base}/zero", np.array(0, dtype=np.int8 if signed else np.uint8)
+        )
+        q = self.graph.op("QuantizeLinear", [x, scale, zero], base)
+        dq = self.graph.op("DequantizeLinear", [q, scale, zero], base)
+        self.steps[dq] = step
+        return dq
+
+    def _layer(self, node: fx.Node, layer: nn.Module) -> str:
+        base = node.name
+        x = self._name(node.args[0])
+        if x not in self.steps:
+            raise IntegerConversionError(f"layer {node.target!r}: its input was not quantised")
+        weights = integer_weights(layer)
+        step = weights.step.astype(np.float32)
+        w = self._dequantized(weights.values.numpy().astype(np.int8), step, f"{base}/weight")
+        inputs = [x, w]
+        _, bias = layer.effective_weight_bias()
+        if bias is not None:
+            inputs.append(self._bias(bias.detach().double().numpy(), self.steps[x] * step, base))
+        if isinstance(layer, QuantConv2d):
+            return self._conv_qdq(inputs, layer, base)
+        return self.graph.op("Gemm", inputs, base, transB=1)
+
+    def _dequantized(self, values: np.ndarray, scale: np.ndarray, base: str) -> str:
+        q = self.graph.constant(base, values)
+        s = self._float(f"{base}/scale", scale)
+        zero = self.graph.constant(f"{base}/zero", np.zeros(len(scale), dtype=values.dtype))
+        return self.graph.op("DequantizeLinear", [q, s, zero], base, axis=0)
+
+    def _bias(self, bias: np.ndarray, scale: np.ndarray, base: str) -> str:
+        levels = np.round(bias / scale.astype(np.float64))
+        if np.abs(levels).max(initial=0) > _INT32_MAX:
+            raise IntegerConversionError(f"layer {base!r}: bias does not fit int32 at its scale")
+        return self._dequantized(levels.astype(np.int32), scale.astype(np.float32), f"{base}/bias")
+
+    def _conv_qdq(self, inputs: list[str], layer: QuantConv2d, base: str) -> str:
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise IntegerConversionError(
+                f"the QDQ export supports explicit zero padding, not {layer.padding!r}"
+            )
+        pad_h, pad_w = (int(p) for p in layer.padding)
+        return self.graph.op(
+            "Conv",
+            inputs,
+            base,
+            kernel_shape=[int(k) for k in layer.kernel_size],
+            strides=[int(s) for s in layer.stride],
+            pads=[pad_h, pad_w, pad_h, pad_w],
+            dilations=[int(d) for d in layer.dilation],
+            group=int(layer.groups),
+        )
