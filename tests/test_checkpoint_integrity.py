@@ -126,6 +126,7 @@ def test_edited_activation_state_is_refused(
         (lambda h: h["layers"][0].update(kind="conv9"), "kind must be 'conv2d' or 'linear'"),
         (lambda h: h["layers"][0].update(act_bits=1), r"act_bits must be 0 or an integer"),
         (lambda h: h["layers"][0].pop("bn"), "needs exactly the keys"),
+        (lambda h: h["layers"][0].update(bn="1"), "'1' is a ReLU, not a BatchNorm2d"),
         (lambda h: h["layers"].append(3), "needs exactly the keys"),
     ],
 )

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -249,7 +250,7 @@ def _is_act_bits(value: Any, *, allow_float: bool) -> bool:
     return low <= value <= high or (allow_float and value == 0)
 
 
-def _layer_entry(name: str, layer: nn.Module) -> dict[str, Any]:
+def _layer_entry(name: str, layer: QuantConv2d | QuantLinear) -> dict[str, Any]:
     act = layer.act_quant
     return {
         "name": name,
@@ -260,13 +261,23 @@ def _layer_entry(name: str, layer: nn.Module) -> dict[str, Any]:
     }
 
 
+def _folded_batchnorm(model: nn.Module, name: str | None) -> nn.BatchNorm2d | None:
+    if not name:
+        return None
+    bn = model.get_submodule(name)
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"{name!r} is a {type(bn).__name__}, not a BatchNorm2d")
+    return bn
+
+
 def _rebuild_layer(model: nn.Module, entry: dict[str, Any], path: str | Path) -> None:
     try:
         name = entry["name"]
         float_layer = model.get_submodule(name)
-        bn = model.get_submodule(entry["bn"]) if entry["bn"] else None
+        bn = _folded_batchnorm(model, entry["bn"])
         placeholder = RowAssignment(
-            tuple(entry["candidates"]), torch.zeros(float_layer.weight.shape[0], dtype=torch.int64)
+            tuple(entry["candidates"]),
+            np.zeros(float_layer.get_parameter("weight").shape[0], dtype=np.int64),
         )
     except (AttributeError, KeyError, TypeError, MixqError) as exc:
         raise CheckpointError(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from mixq.mappings import is_quantizable, unfolded_batchnorms, unsupported_weight_layers
-from mixq.nn.layers import QUANT_LAYERS
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 
 FLOAT_BITS = 32
 SCALE_BITS = 32  # one float clip level per row
@@ -126,7 +126,7 @@ def describe(model: nn.Module) -> ModelSummary:
     return ModelSummary(layers, float_layers, other, unfolded_batchnorms(model))
 
 
-def _layer_summary(name: str, layer: nn.Module) -> LayerSummary:
+def _layer_summary(name: str, layer: QuantConv2d | QuantLinear) -> LayerSummary:
     assignment = layer.assignment
     rows = assignment.rows
     per_row = layer.weight[0].numel()
