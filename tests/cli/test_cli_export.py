@@ -60,3 +60,19 @@ def test_bad_exports_fail_cleanly(
     assert main(["export", str(tmp_path / "missing.safetensors")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qdq_export_runs_in_onnxruntime_close_to_fake_quant(
+    quantized: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from mixq.export.onnx_runtime import run_onnx
+
+    assert main(["export", str(quantized), "--format", "qdq", "-o", str(tmp_path), "-q"]) == 0
+    images = _images(tiny_data)[:1]  # QDQ files have static shapes: the example's batch of 1
+    got = run_onnx(tmp_path / "model.qdq.onnx", images)
+    with torch.no_grad():
+        expected = load_model(quantized, None).model(images)
+    assert got.shape == expected.shape
+    # onnxruntime requantises in float32: close to fake-quant, not equal.
+    assert (got - expected).abs().max() <= 0.1 * expected.abs().max()

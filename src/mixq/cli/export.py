@@ -3,11 +3,14 @@
     mixq export out/quantized.safetensors --format packed      # out/model.packed.safetensors
     mixq export out/quantized.safetensors --format onnx -o deploy/
     mixq export out/quantized.safetensors --format qonnx       # uniform fixed-point only
+    mixq export out/quantized.safetensors --format qdq         # QuantizeLinear/DequantizeLinear
 
 ``packed``: integer weights at their bit width with per-row codes, dyadic multipliers and
 a versioned header (``mixq.export.packed``); ``onnx``: the integer model in standard ONNX
 ops that onnxruntime runs with the same integers as mixq's engine; ``qonnx``: FINN's QONNX
-(``Quant`` nodes), for models whose every layer is one fixed-point grid. Writes next to the
+(``Quant`` nodes), for models whose every layer is one fixed-point grid; ``qdq``: standard
+QDQ ONNX (int8 per-channel weights, 8-bit activations) that onnxruntime fuses into int8
+kernels, fast but requantised in float (``mixq.export.qdq``). Writes next to the
 checkpoint unless ``--output`` says where.
 """
 
@@ -27,6 +30,7 @@ FORMATS = {
     "packed": "model.packed.safetensors",
     "onnx": "model.onnx",
     "qonnx": "model.qonnx.onnx",
+    "qdq": "model.qdq.onnx",
 }
 
 
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "export",
         parents=[common],
-        help="export a quantised checkpoint: packed integers, ONNX or QONNX",
+        help="export a quantised checkpoint: packed integers, ONNX, QDQ ONNX or QONNX",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -62,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         from mixq.export.qonnx import export_qonnx
 
         export_qonnx(loaded.model, example, path)
+    elif args.format == "qdq":
+        from mixq.export.qdq import export_qdq
+
+        export_qdq(loaded.model, example, path)
     else:
         integer = to_integer(loaded.model, example, engine=args.engine)
         if args.format == "packed":
