@@ -125,6 +125,13 @@ class FusedConv(nn.Module):
         self.register_buffer("shift", per_group_rows(shift))
         self.register_buffer("bias_unsigned", per_group_rows(constant))
         self.register_buffer("bias_signed", per_group_rows(constant - correction))
+        # The kernel's tensors per input type, in a plain dict: nn.Module's buffer lookup
+        # costs more than the kernel call at batch 1 (in-place loads keep these objects).
+        common = (self.packed, self.multiplier)
+        self._tensors = {
+            torch.uint8: (*common, self.bias_unsigned, self.shift),
+            torch.int8: (*common, self.bias_signed, self.shift),
+        }
 
     def also_requantize(self, multiplier: int, shift: int, low: int, high: int) -> None:
         """Also return the output requantised, ``clamp((y*m + 2^(c-1)) >> c, low, high)``,
@@ -140,10 +147,9 @@ class FusedConv(nn.Module):
             x = x.reshape(-1, x.shape[-1], 1, 1)
             if residual is not None:
                 residual = residual.reshape(-1, self.rows, 1, 1)
-        bias = self.bias_signed if x.dtype == torch.int8 else self.bias_unsigned
         # Everything but the tensors is fixed at lowering (batch-1 calls are overhead-bound).
         y = kernels().conv_fused(
-            x, self.packed, self.multiplier, bias, self.shift, *self._fixed,
+            x, *self._tensors.get(x.dtype, self._tensors[torch.uint8]), *self._fixed,
             residual if self.has_residual else None, self.residual_multiplier,
             self._out_code, self.second,
         )  # fmt: skip
