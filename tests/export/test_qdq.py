@@ -93,6 +93,27 @@ def test_mobilenet_ops_export_and_run(tmp_path: Path) -> None:
     assert (got - expected).abs().max() <= 0.1 * expected.abs().max()
 
 
+def test_batch_is_free(
+    resnet_a8: tuple[torch.nn.Module, list[torch.Tensor]], tmp_path: Path
+) -> None:
+    net, data = resnet_a8
+    path = export_qdq(net, data[0][:1], tmp_path / "m.onnx")
+    got = run_onnx(path, data[1][:5])
+    assert got.shape == (5, 10)
+    with torch.no_grad():
+        assert torch.equal(got.argmax(1)[:1], net(data[1][:1]).argmax(1))
+
+
+def test_integer_model_is_refused_with_a_type_error(
+    resnet_a8: tuple[torch.nn.Module, list[torch.Tensor]], tmp_path: Path
+) -> None:
+    from mixq.integer import to_integer
+
+    net, data = resnet_a8
+    with pytest.raises(TypeError, match="fake-quantised model"):
+        export_qdq(to_integer(net, data[0][:1]), data[0][:1], tmp_path / "m.onnx")
+
+
 def test_unquantised_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IntegerConversionError, match="no quantised layer"):
         export_qdq(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.zeros(1, 2), tmp_path / "m")

@@ -21,3 +21,26 @@ exporters share), :mod:`~mixq.export.intervals` (the exact interval analysis of 
 ONNX graph), :mod:`~mixq.export.onnx_runtime` (running files with onnxruntime),
 :mod:`~mixq.export.bits` (bit packing of weight levels).
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+# The exporters import onnx; they load on first use, so ``import mixq.export`` stays light.
+_LAZY = {
+    "export_onnx": "mixq.export.onnx_integer",
+    "export_qdq": "mixq.export.qdq",
+    "export_qonnx": "mixq.export.qonnx",
+    "load_packed": "mixq.export.packed",
+    "save_packed": "mixq.export.packed",
+    "run_onnx": "mixq.export.onnx_runtime",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mixq.export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -30,10 +30,10 @@ import numpy as np
 import torch.fx as fx
 from torch import Tensor, nn
 
-from mixq.errors import IntegerConversionError
+from mixq.errors import IntegerConversionError, UnsupportedLayerError
 from mixq.export.onnx_graph import OPSET, require_onnx
 from mixq.export.qonnx import FakeQuantExporter
-from mixq.integer.compile import trace_with_shapes
+from mixq.integer.compile import IntegerModel, trace_with_shapes
 from mixq.integer.weights import integer_weights
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 
@@ -49,10 +49,14 @@ _INT32_MAX = 2**31 - 1
 def export_qdq(quantized_model: nn.Module, example_input: Tensor, path: str | Path) -> Path:
     """Write a quantised model (from :func:`mixq.quantize`) as QDQ ONNX; returns ``path``.
 
-    ``example_input`` fixes every dimension (the batch included, as static shapes let
-    onnxruntime fuse most).
+    ``example_input`` fixes every dimension but the batch, which stays free.
     """
     require_onnx()
+    if isinstance(quantized_model, IntegerModel):
+        raise UnsupportedLayerError(
+            "export_qdq takes the fake-quantised model (from mixq.quantize), not the "
+            "IntegerModel: QDQ is the float graph with quantise/dequantise pairs"
+        )
     model = copy.deepcopy(quantized_model).eval()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
     if not layers:
@@ -114,7 +118,10 @@ class _QdqExporter(FakeQuantExporter):
                 self.env[node] = self._quantize(self._name(node), self.quantizers[node], node.name)
         doc = "mixq fake-quantised model in QDQ: int8 per-channel weights, 8-bit activations."
         metadata = {"mixq.format": "qdq-1"}
-        return self.graph.model(self.inputs, self.outputs, {"": OPSET}, doc, metadata)
+        proto = self.graph.model(self.inputs, self.outputs, {"": OPSET}, doc, metadata)
+        for value in (*proto.graph.input, *proto.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"  # reshapes keep -1 there
+        return proto
 
     def _quantize(self, x: str, act: nn.Module, base: str) -> str:
         step = float(act.step)
