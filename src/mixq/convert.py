@@ -34,6 +34,7 @@ from mixq.mappings import (
     mapped_types,
     unfolded_batchnorms,
     unsupported_weight_layers,
+    weight_row_count,
 )
 from mixq.nn.weight_quant import quantization_errors
 from mixq.plan import Plan
@@ -175,7 +176,7 @@ def _check_plan(model: nn.Module, plan: Plan) -> None:
     if unknown:
         raise RecipeError(f"the plan names layers this model lacks or cannot quantise: {unknown}")
     for name, layer in plan.layers.items():
-        rows = model.get_submodule(name).weight.shape[0]
+        rows = weight_row_count(model.get_submodule(name))
         if layer.assignment is not None and layer.assignment.rows != rows:
             raise RecipeError(
                 f"plan for {name!r} assigns {layer.assignment.rows} rows; the layer has {rows}"
@@ -214,7 +215,7 @@ def _swap_layer(
     float_layer = model.get_submodule(name)
     bn = model.get_submodule(bn_name) if bn_name else None
     _check_finite(name, float_layer, bn)
-    placeholder = RowAssignment.uniform(config.ratio.candidates[0], float_layer.weight.shape[0])
+    placeholder = RowAssignment.uniform(config.ratio.candidates[0], weight_row_count(float_layer))
     build = layer_builder(float_layer)
     assert build is not None, "quantizable_layer_names lists only mapped layers"
     layer: Any = build(

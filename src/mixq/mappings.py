@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from torch import nn
+from torch import Tensor, nn
 
 from mixq.assignment import RowAssignment
 from mixq.errors import UnsupportedLayerError
@@ -81,6 +81,14 @@ def layer_builder(module: nn.Module) -> LayerBuilder | None:
         if klass in _MAPPINGS:
             return _MAPPINGS[klass]
     return None
+
+
+def weight_row_count(module: nn.Module) -> int:
+    """The rows of a mapped layer's weight (its first dimension), as quantisation sees them."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise UnsupportedLayerError(f"a {type(module).__name__} has no weight tensor to quantise")
+    return weight.shape[0]
 
 
 def is_quantizable(module: nn.Module) -> bool:

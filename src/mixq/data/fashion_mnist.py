@@ -123,7 +123,11 @@ def download_file(name: str, folder: Path) -> Path:
     if digest != MD5[name]:
         raise DataError(f"{url}: MD5 {digest} differs from the published {MD5[name]}")
     path = folder / name
-    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(payload)
+
+    atomic_write(path, write)
     return path
 
 

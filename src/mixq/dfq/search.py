@@ -241,7 +241,8 @@ def _train(
         inputs, targets = next(stream)
         task = F.cross_entropy(search(inputs.to(device)), targets.to(device))
         cost = sum(
-            (costs[n] * q.bits.clamp(*config.bits_range)).sum() for n, q in quantizers.items()
+            ((costs[n] * q.bits.clamp(*config.bits_range)).sum() for n, q in quantizers.items()),
+            torch.zeros((), device=device),
         )
         ratio = cost / target
         loss = task + config.penalty_weight * F.relu(ratio - 1)
@@ -267,6 +268,7 @@ def _plan(
 ) -> Plan:
     scheme = parse_scheme(config.scheme)
     layers: dict[str, LayerPlan] = {}
+    assignments: dict[str, RowAssignment] = {}
     offset = 0
     for name in names:
         units = quantizers[name].bits.numel()
@@ -274,13 +276,14 @@ def _plan(
         offset += units
         per_row = np.broadcast_to(chosen, (quantizers[name].rows,))
         assignment = RowAssignment.from_rows([Candidate(scheme, int(b)) for b in per_row])
+        assignments[name] = assignment
         counts = assignment.counts()
         ratio = Ratio(tuple((c, n / assignment.rows) for c, n in counts.items()))
         layers[name] = LayerPlan(ratio, config.act_bits, assignment)
     total = sum(shapes[n].weights for n in names)
     real_eq = sum(float(real_bits[n].sum()) * shapes[n].macs_per_row for n in names) / total
     weight_bits = {
-        n: float(layers[n].assignment.bits_per_row().sum()) * shapes[n].macs_per_row for n in names
+        n: float(assignments[n].bits_per_row().sum()) * shapes[n].macs_per_row for n in names
     }
     metadata = {
         "target": target,

@@ -123,7 +123,11 @@ def train(
         )
         metrics = _evaluate(model, evaluate)
         record = EpochRecord(
-            epoch + 1, mean_loss, scheduler.get_last_lr()[0], time.perf_counter() - start, metrics
+            epoch + 1,
+            mean_loss,
+            float(scheduler.get_last_lr()[0]),
+            time.perf_counter() - start,
+            metrics,
         )
         history.append(record)
         log.info("epoch %d/%d loss %.4f %s", epoch + 1, config.epochs, mean_loss, metrics)
