@@ -20,7 +20,7 @@ from mixq.fakequant import (
     round_to_grid,
     scale_gradient,
 )
-from mixq.grids import signed_grid
+from mixq.grid_tensors import signed_grid
 from mixq.schemes import Candidate
 
 SETTINGS = settings(max_examples=60, deadline=None)

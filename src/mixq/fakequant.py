@@ -13,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from mixq.grids import positive_levels, signed_grid
+from mixq.grid_tensors import signed_grid
+from mixq.grids import positive_levels
 from mixq.schemes import Candidate
 
 # Smallest clip level: keeps all-zero rows (pruned channels) from dividing by zero.
