@@ -12,7 +12,8 @@ from torch import nn
 import mixq
 from mixq.errors import RecipeError, SchemeError
 from mixq.nn.act_quant import ACT_BITS_RANGE as LAYER_ACT_BITS_RANGE
-from mixq.recipe import ACT_BITS_RANGE, LayerConfig, Recipe, Rule, register_row_scorer
+from mixq.recipe import ACT_BITS_RANGE, LayerConfig, Recipe, Rule
+from mixq.scoring import register_row_scorer
 
 GOOD = Recipe.preset("msp").to_dict()
 

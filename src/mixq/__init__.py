@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Recipe": "mixq.recipe",
     "Rule": "mixq.recipe",
     "LayerConfig": "mixq.recipe",
-    "register_row_scorer": "mixq.recipe",
+    "register_row_scorer": "mixq.scoring",
     "Ratio": "mixq.ratio",
     "Scheme": "mixq.schemes",
     "Candidate": "mixq.schemes",
@@ -252,18 +252,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
         UnsupportedLayerError,
         UnusedRuleWarning,
     )
-    from mixq.integer import IntegerModel, to_integer
     from mixq.export.onnx_integer import export_onnx
     from mixq.export.packed import load_packed, save_packed
     from mixq.export.qonnx import export_qonnx
+    from mixq.integer import IntegerModel, to_integer
     from mixq.mappings import register_layer_mapping
     from mixq.nn.act_quant import ActQuantizer
     from mixq.nn.layers import QuantConv2d, QuantLinear
     from mixq.nn.weight_quant import RowWeightQuantizer
     from mixq.plan import LayerPlan, LayerShape, Plan
     from mixq.ratio import Ratio
-    from mixq.recipe import LayerConfig, Recipe, Rule, register_row_scorer
+    from mixq.recipe import LayerConfig, Recipe, Rule
     from mixq.schemes import Candidate, Scheme
+    from mixq.scoring import register_row_scorer
     from mixq.sensitivity import (
         HessianRowScorer,
         HutchinsonConfig,

@@ -17,6 +17,7 @@ A custom row scorer is registered under a name, so that a recipe naming it stays
 value that saves to YAML or JSON:
 
 >>> import numpy as np
+>>> from mixq.scoring import register_row_scorer
 >>> def last_rows_first(name, w_rows, ratio):
 ...     return np.arange(w_rows.shape[0], dtype=float)
 >>> register_row_scorer("last-rows-first", last_rows_first)
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,27 +65,6 @@ PRESET_RATIOS: dict[str, str] = {
     "msp": "sp2-4:0.5,fixed-4:0.5",
     "rmsmp": "sp2-4:0.6,fixed-4:0.35,fixed-8:0.05",
 }
-
-
-def register_row_scorer(name: str, scorer: Callable[..., Any], *, replace: bool = False) -> None:
-    """Make ``scorer`` available to recipes as ``row_scorer: <name>``.
-
-    ``scorer(layer_name, w_rows, ratio)`` returns one score per row (see
-    :mod:`mixq.scoring`). A built-in name, or a name already registered, is refused unless
-    ``replace=True`` (built-ins are never replaced). The registration lasts for the process:
-    register before loading a recipe that names the scorer.
-    """
-    from mixq.scoring import SCORERS  # the one registry get_scorer reads
-
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", name):
-        raise RecipeError(
-            f"a row scorer name must be a non-empty word (letters, digits, _ . : -), got {name!r}"
-        )
-    if not callable(scorer):
-        raise RecipeError(f"row scorer {name!r} must be callable, got {type(scorer).__name__}")
-    if name in BUILTIN_ROW_SCORERS or (name in SCORERS and not replace):
-        raise RecipeError(f"row scorer {name!r} is already registered")
-    SCORERS[name] = scorer
 
 
 def row_scorer_names() -> tuple[str, ...]:

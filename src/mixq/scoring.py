@@ -7,6 +7,7 @@ trace times perturbation) plugs in here through the same signature.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from mixq.errors import RecipeError
 from mixq.ratio import Ratio
+from mixq.recipe import BUILTIN_ROW_SCORERS
 from mixq.scale_init import init_scale, row_squared_error
 
 RowScorer = Callable[[str, Tensor, Ratio], np.ndarray]
@@ -46,6 +48,25 @@ SCORERS: dict[str, RowScorer] = {
     "magnitude": magnitude_scorer,
     "perturbation": perturbation_scorer,
 }
+
+
+def register_row_scorer(name: str, scorer: RowScorer, *, replace: bool = False) -> None:
+    """Make ``scorer`` available to recipes as ``row_scorer: <name>``.
+
+    ``scorer(layer_name, w_rows, ratio)`` returns one score per row (see above). A
+    built-in name, or a name already registered, is refused unless ``replace=True``
+    (built-ins are never replaced). The registration lasts for the process: register
+    before loading a recipe that names the scorer.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", name):
+        raise RecipeError(
+            f"a row scorer name must be a non-empty word (letters, digits, _ . : -), got {name!r}"
+        )
+    if not callable(scorer):
+        raise RecipeError(f"row scorer {name!r} must be callable, got {type(scorer).__name__}")
+    if name in BUILTIN_ROW_SCORERS or (name in SCORERS and not replace):
+        raise RecipeError(f"row scorer {name!r} is already registered")
+    SCORERS[name] = scorer
 
 
 def get_scorer(scorer: str | RowScorer) -> RowScorer:
