@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calib-images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--test-images", type=int, default=2000)
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 32, 44])
+    parser.add_argument("--depths", type=int, nargs="*", default=[20, 56, 32, 44])
     parser.add_argument("--layerwise-depths", type=int, nargs="*", default=[20])
     parser.add_argument("--calib-sentences", type=int, default=256)
     parser.add_argument("--skip-minilm", action="store_true")
