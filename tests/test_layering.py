@@ -112,6 +112,6 @@ def test_every_torch_free_module_imports_without_torch() -> None:
 def test_the_package_itself_imports_without_torch() -> None:
     # mixq/__init__ exports the torch API lazily, so the torch-free core stays usable
     # through the ordinary import path.
-    modules = ["mixq", "mixq.hw", "mixq.plan", "mixq.allocation.ilp"]
+    modules = ["mixq", "mixq.errors", "mixq.recipe", "mixq.hw", "mixq.plan", "mixq.allocation.ilp"]
     result = _import_without_torch(modules, package_init=True)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
