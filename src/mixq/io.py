@@ -75,7 +75,7 @@ def check_writable(path: str | Path, *, folder: bool = False, need_bytes: int = 
         raise OutputError(f"cannot write {path}: disk full ({free} bytes free on {ancestor})")
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path``; on failure leave nothing
     (an existing ``path`` keeps its old content)."""
     path = Path(path)
@@ -83,7 +83,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _output_error(path, exc) from None
+        raise (_output_error(path, exc) or exc) from None
     remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:

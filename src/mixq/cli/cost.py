@@ -28,6 +28,7 @@ from mixq.cli._zoo import MODELS as ZOO
 from mixq.errors import HardwareCostError
 from mixq.hw import AcceleratorConfig, CostReport, FpgaCostModel, available_devices, uniform_plan
 from mixq.plan import LayerPlan, LayerShape, Plan
+from mixq.ratio import Ratio
 from mixq.recipe import PRESET_RATIOS
 from mixq.shapes import measure_layer_shapes
 
@@ -160,7 +161,7 @@ def _checkpoint_plan(path: Path) -> tuple[dict[str, LayerShape], Plan, str]:
     shapes = measure_layer_shapes(loaded.spec.build(), loaded.spec.example_input())
     layers = {
         layer.name: LayerPlan(
-            ",".join(f"{c}:{n / layer.rows}" for c, n in layer.counts.items() if n),
+            Ratio.parse(",".join(f"{c}:{n / layer.rows}" for c, n in layer.counts.items() if n)),
             act_bits=layer.act_bits,
         )
         for layer in describe(loaded.model).layers

@@ -46,6 +46,7 @@ from mixq.cli._zoo import top1
 from mixq.errors import CheckpointError
 from mixq.integer import to_integer
 from mixq.integer.compile import ENGINES
+from mixq.integer.ops import Engine
 from mixq.summary import describe, fp32_weight_kib
 from mixq.toggle import quantization_disabled
 
@@ -182,7 +183,7 @@ def eval_command(args: argparse.Namespace) -> str:
 
 @torch.no_grad()
 def _integer_top1(
-    loaded: LoadedModel, engine: str, loader: Any, progress: bool
+    loaded: LoadedModel, engine: Engine, loader: Any, progress: bool
 ) -> tuple[float, int]:
     """Top-1 of the integer model, and how many predictions differ from fake-quant's."""
     integer = to_integer(loaded.model, loaded.spec.example_input(), engine=engine)

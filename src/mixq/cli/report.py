@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from mixq.cli._common import add_model_option, load_model
@@ -81,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
         name = "accuracy_bits.png" if len(groups) == 1 else f"accuracy_bits_{_slug(data_set)}.png"
         title = f"{data_set}: accuracy against equivalent weight bits"
         draw_or_warn(
-            lambda series=series, name=name, title=title: plot_accuracy_bits(
-                series, out / name, metric=args.metric, title=title
-            )
+            partial(plot_accuracy_bits, series, out / name, metric=args.metric, title=title)
         )
     log.info("wrote the report into %s", out)
     return 0
