@@ -242,3 +242,17 @@ def test_activations_beyond_8_bits_raise_naming_the_layer(tmp_path: Path) -> Non
     model = mixq.to_integer(net, images[0])
     with pytest.raises(IntegerConversionError, match=r"layer '0'.*more than 8 bits"):
         export_onnx(model, images[0], tmp_path / "a10.onnx")
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_mobilenet_style_ops_equal_engine(act_bits: int, tmp_path: Path) -> None:
+    # ReLU6 and hardtanh clamps, cat, padded max pool, Hardswish/SiLU/Sigmoid tables.
+    from _export_models import quantized_mobile
+
+    net, data = quantized_mobile(act_bits)
+    model = mixq.to_integer(net, data[0][:1])
+    export_onnx(model, data[0][:1], tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert {"Gather", "Concat", "MaxPool"} <= ops
+    for x in data[1:]:
+        assert torch.equal(run_onnx(tmp_path / "m.onnx", x), model.forward_integer(x))

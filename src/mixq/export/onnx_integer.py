@@ -79,8 +79,10 @@ from mixq.export.onnx_graph import (
 )
 from mixq.integer.compile import IntegerModel
 from mixq.integer.ops import (
+    AddLevels,
     GlobalAvgPool,
     IntegerLayer,
+    Lookup,
     MaxPool,
     QuantizeInput,
     Requantize,
@@ -179,6 +181,10 @@ class _IntegerExporter:
             self.env[node] = self._global_pool(node, module)
         elif isinstance(module, MaxPool):
             self.env[node] = self._max_pool(self._int(node.args[0]), module, base)
+        elif isinstance(module, AddLevels):
+            self.env[node] = self._add_levels(node, module)
+        elif isinstance(module, Lookup):
+            self.env[node] = self._lookup(self._int(node.args[0]), module, base)
         else:
             raise IntegerConversionError(f"{type(module).__name__} (node {base}) does not export")
 
@@ -186,6 +192,13 @@ class _IntegerExporter:
         target = node.target
         if target is torch.clamp_min:
             self.env[node] = self._clamp_min(node)
+        elif target in (torch.clamp, torch.clip):
+            bounds = (*node.args[1:], None, None)[:2]
+            low = node.kwargs.get("min", bounds[0])
+            high = node.kwargs.get("max", bounds[1])
+            self.env[node] = self._clip(self._int(node.args[0]), low, high, node.name)
+        elif target in (torch.cat, torch.concat):
+            self.env[node] = self._cat(node)
         elif target in ADD_FUNCTIONS:
             self.env[node] = self._add(node)
         elif target is operator.getitem:
@@ -372,16 +385,34 @@ class _IntegerExporter:
             raise IntegerConversionError(f"layer {name!r}: accumulators could overflow int32")
         rows = weight.shape[0]
         shape = (1, rows, 1, 1) if module.conv is not None else (rows,)
-        return self._dyadic(
+        multipliers = spread(module.multiplier.tolist(), rows)
+        if module.has_residual:
+            # t = acc*M + R*M_res: the products first, then the rounding shift with m = 1.
+            residual = self._int(node.args[1])
+            m_res = int(module.residual_multiplier)
+            acc = self.graph.op(
+                "Mul", [acc, self._int64(f"{base}/multiplier", multipliers, shape)], base
+            )
+            r = self.graph.op("Mul", [residual.name, self._int64(f"{base}/m_res", m_res)], base)
+            acc = self.graph.op("Add", [acc, r], base)
+            acc_lows = [
+                lo * m + residual.low * m_res for lo, m in zip(acc_lows, multipliers, strict=True)
+            ]
+            acc_highs = [
+                hi * m + residual.high * m_res for hi, m in zip(acc_highs, multipliers, strict=True)
+            ]
+            multipliers = [1]
+        y = self._dyadic(
             acc,
             acc_lows,
             acc_highs,
-            module.multiplier.tolist(),
+            multipliers,
             module.shift.tolist(),
             module.offset.tolist(),
             shape,
             base,
         )
+        return self._clip(y, module.low, module.high, base)
 
     def _conv(
         self,
@@ -447,17 +478,65 @@ class _IntegerExporter:
         axes = self._int64(f"{node.name}/axes", [-2, -1], (2,))
         total = self.graph.op("ReduceSum", [x.name, axes], node.name, keepdims=int(module.keepdim))
         summed = _Int(total, x.low * positions, x.high * positions)
-        return self._dyadic_scalar(summed, module.multiplier, module.shift, node.name)
+        y = self._dyadic_scalar(summed, module.multiplier, module.shift, node.name)
+        return self._clip(y, module.low, module.high, node.name)
 
     def _max_pool(self, x: _Int, module: MaxPool, base: str) -> _Int:
         if max(abs(x.low), abs(x.high)) >= DOUBLE_EXACT:
             raise IntegerConversionError(f"{base}: values too large for an exact double MaxPool")
         v = self.graph.op("Cast", [x.name], base, to=TensorProto.DOUBLE)
+        # ONNX's MaxPool ignores padded positions, as the engine's lowest-int64 padding does.
         v = self.graph.op(
-            "MaxPool", [v], base, kernel_shape=[module.kernel] * 2, strides=[module.stride] * 2
+            "MaxPool",
+            [v],
+            base,
+            kernel_shape=[module.kernel] * 2,
+            strides=[module.stride] * 2,
+            pads=[module.padding] * 4,
         )
         return _Int(self.graph.op("Cast", [v], base, to=TensorProto.INT64), x.low, x.high)
+
+    def _clip(self, x: _Int, low: int | None, high: int | None, base: str) -> _Int:
+        """``x`` clamped to ``[low, high]`` (``None``: that side unbounded)."""
+        if low is None and high is None:
+            return x
+        bounds = [
+            self._int64(f"{base}/{w}", v) if v is not None else ""
+            for w, v in (("low", low), ("high", high))
+        ]
+        name = self.graph.op("Clip", [x.name, *bounds], base)
+        return _Int(name, _clamp(x.low, low, high), _clamp(x.high, low, high))
+
+    def _cat(self, node: fx.Node) -> _Int:
+        parts = [self._int(p) for p in node.args[0]]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        axis = int(dim) % len(self._shape(node))
+        name = self.graph.op("Concat", [p.name for p in parts], node.name, axis=axis)
+        return _Int(name, min(p.low for p in parts), max(p.high for p in parts))
+
+    def _add_levels(self, node: fx.Node, module: AddLevels) -> _Int:
+        # clamp((a*m_a + b*m_b + 2^(c-1)) >> c): the products, then the rounding shift.
+        a, b = (self._int(arg) for arg in node.args[:2])
+        m_a, m_b, base = int(module.m_a), int(module.m_b), node.name
+        left = self.graph.op("Mul", [a.name, self._int64(f"{base}/m_a", m_a)], base)
+        right = self.graph.op("Mul", [b.name, self._int64(f"{base}/m_b", m_b)], base)
+        total = self.graph.op("Add", [left, right], base)
+        low, high = a.low * m_a + b.low * m_b, a.high * m_a + b.high * m_b
+        y = self._dyadic(total, [low], [high], [1], [int(module.shift)], [0], (), base)
+        return self._clip(y, module.low, module.high, base)
+
+    def _lookup(self, x: _Int, module: Lookup, base: str) -> _Int:
+        # The table's entry for each input level: Gather at x - low.
+        index = self.graph.op("Sub", [x.name, self._int64(f"{base}/low", int(module.low))], base)
+        table = self.graph.constant(f"{base}/table", module.table.numpy().astype(np.int64))
+        name = self.graph.op("Gather", [table, index], base, axis=0)
+        return _Int(name, int(module.table.min()), int(module.table.max()))
 
     def _reshape(self, node: fx.Node) -> _Int:
         x = self._value(node.args[0])
         return replace(x, name=emit_reshape(self.graph, x.name, self._shape(node), node.name))
+
+
+def _clamp(value: int, low: int | None, high: int | None) -> int:
+    value = value if low is None else max(value, low)
+    return value if high is None else min(value, high)
