@@ -21,6 +21,7 @@ SRC = Path(mixq.__file__).resolve().parent
 TORCH_FREE = [
     "mixq.errors",
     "mixq.io",
+    "mixq.jsonfile",
     "mixq.schemes",
     "mixq.ratio",
     "mixq.assignment",

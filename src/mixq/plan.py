@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mixq.assignment import RowAssignment
 from mixq.errors import RecipeError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 from mixq.ratio import Ratio
 
 if TYPE_CHECKING:  # recipe.py pulls in the torch quantisers; plans must not
@@ -157,10 +158,4 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"plan file not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise RecipeError(f"plan file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "plan file", RecipeError))

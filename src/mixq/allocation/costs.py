@@ -17,6 +17,7 @@ from typing import Any
 from mixq.allocation.options import candidate_label
 from mixq.errors import AllocationError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 
 COST_FORMAT = "mixq.cost-table"
 
@@ -80,13 +81,7 @@ class CostTable:
 
     @classmethod
     def load(cls, path: str | Path) -> CostTable:
-        path = Path(path)
-        if not path.is_file():
-            raise AllocationError(f"cost table not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise AllocationError(f"cost table {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "cost table", AllocationError))
 
 
 def _as_cost(value: object, where: str) -> float:

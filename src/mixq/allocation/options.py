@@ -20,6 +20,7 @@ import numpy as np
 from mixq.assignment import RowAssignment
 from mixq.errors import AllocationError, MixqError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 from mixq.plan import LayerShape
 from mixq.ratio import Ratio
 
@@ -191,10 +192,4 @@ class PerturbationTable:
 
     @classmethod
     def load(cls, path: str | Path) -> PerturbationTable:
-        path = Path(path)
-        if not path.is_file():
-            raise AllocationError(f"perturbation table not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise AllocationError(f"perturbation table {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "perturbation table", AllocationError))

@@ -19,6 +19,7 @@ from mixq.hw.fpga import FpgaCostModel
 from mixq.hw.report import FpgaDesign
 from mixq.hw.workload import LayerWork
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 from mixq.plan import LayerShape
 from mixq.schemes import Candidate
 
@@ -98,13 +99,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        path = Path(path)
-        if not path.is_file():
-            raise HardwareCostError(f"latency table not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise HardwareCostError(f"latency table {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "latency table", HardwareCostError))
 
 
 def fpga_latency_table(

@@ -14,6 +14,7 @@ from typing import Any
 
 from mixq.errors import HardwareCostError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 
 REPORT_VERSION = 1
 BITS_PER_KIB = 8 * 1024
@@ -209,10 +210,4 @@ class CostReport:
 
     @classmethod
     def load(cls, path: str | Path) -> CostReport:
-        path = Path(path)
-        if not path.is_file():
-            raise HardwareCostError(f"cost report not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise HardwareCostError(f"cost report {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "cost report", HardwareCostError))

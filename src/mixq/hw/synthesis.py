@@ -19,6 +19,7 @@ from typing import Any, Literal
 from mixq.errors import HardwareCostError
 from mixq.hw.units import MacUnit
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 
 UnitMapping = Literal["dsp", "lut"]
 
@@ -185,13 +186,7 @@ class UnitCostTable:
 
     @classmethod
     def load(cls, path: str | Path) -> UnitCostTable:
-        path = Path(path)
-        if not path.is_file():
-            raise HardwareCostError(f"synthesis table not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise HardwareCostError(f"synthesis table {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(read_json(path, "synthesis table", HardwareCostError))
 
 
 def load_unit_costs(path: str | Path | None = None) -> UnitCostTable:
