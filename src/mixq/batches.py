@@ -9,11 +9,11 @@ why, before any further work.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mixq.errors import CalibrationError, MixqError
 
@@ -58,6 +58,41 @@ def check_batches(batches: Sequence[Any]) -> None:
         inputs = batch[0] if tensor_first else batch
         if torch.is_tensor(inputs) and inputs.numel() == 0:
             raise CalibrationError(f"calibration batch {index} is empty: {describe_batch(batch)}")
+
+
+def cycle_pairs(
+    data: Iterable[Any], error: type[MixqError], *, ran_out_hint: str = ""
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``(inputs, targets)`` pairs of ``data``, round and round (for a number of steps
+    that need not match its length). A batch that is not such a pair of tensors, data with
+    no batches, or data that cannot be iterated again raise ``error``; ``ran_out_hint`` is
+    added to the last message.
+
+    >>> pairs = cycle_pairs([(torch.zeros(1), torch.ones(1))], CalibrationError)
+    >>> [float(next(pairs)[1]) for _ in range(3)]
+    [1.0, 1.0, 1.0]
+    """
+    seen = 0
+    while True:
+        fresh = 0
+        for batch in data:
+            fresh += 1
+            seen += 1
+            if not (
+                isinstance(batch, list | tuple)
+                and len(batch) >= 2
+                and torch.is_tensor(batch[0])
+                and torch.is_tensor(batch[1])
+            ):
+                raise error(
+                    "each batch must be an (inputs, targets) pair of tensors, got "
+                    f"{describe_batch(batch)}: the loss needs the targets"
+                )
+            yield batch[0], batch[1]
+        if fresh == 0:
+            if seen == 0:
+                raise error("the data yielded no batches")
+            raise error(f"the data ran out after {seen} batches{ran_out_hint}")
 
 
 def run_checked(model: nn.Module, batch: Any, device: torch.device, index: int) -> Any:

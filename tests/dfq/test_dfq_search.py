@@ -85,3 +85,14 @@ def test_an_impossible_target_and_unknown_layers_raise() -> None:
         dfq_search(_net(), _data(), DfqConfig(target_eq_bits=1.5, steps=1), progress=False)
     with pytest.raises(AllocationError, match=r"unknown: \['9'\]"):
         dfq_search(_net(), _data(), DfqConfig(target_eq_bits=4.0), layers=["9"], progress=False)
+
+
+def test_data_that_is_not_pairs_or_runs_out_raises() -> None:
+    config = DfqConfig(target_eq_bits=4.0, steps=5)
+    images = [x for x, _ in _data()]
+    with pytest.raises(AllocationError, match="pair of tensors, got a float32 tensor"):
+        dfq_search(_net(), images, config, progress=False)
+    with pytest.raises(AllocationError, match="ran out after 3 batches; pass a re-iterable"):
+        dfq_search(_net(), iter(_data()), config, progress=False)
+    with pytest.raises(AllocationError, match="yielded no batches"):
+        dfq_search(_net(), [], config, progress=False)

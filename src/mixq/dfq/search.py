@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mixq.assignment import RowAssignment
+from mixq.batches import cycle_pairs
 from mixq.convert import quantizable_layer_names, quantize
 from mixq.dfq.quantizer import FractionalBitsQuantizer, Granularity
 from mixq.dfq.rounding import round_bits
@@ -39,6 +40,9 @@ from mixq.ratio import Ratio
 from mixq.recipe import LayerConfig, Recipe, Rule
 from mixq.schemes import BITS_RANGE, Candidate, parse_scheme
 from mixq.shapes import measure_layer_shapes
+
+# The search runs for a number of steps, not epochs: it goes over the data again.
+_RE_ITERABLE = "; pass a re-iterable (a list or a DataLoader), or lower steps"
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def dfq_search(
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     names = _check_layers(model, layers)
-    stream = _cycle(data)
+    stream = cycle_pairs(data, AllocationError, ran_out_hint=_RE_ITERABLE)
     calibration = list(itertools.islice(stream, config.calibration_batches))
     shapes = measure_layer_shapes(model, calibration[0])
     search = _search_model(model, names, config, calibration)
@@ -144,22 +148,6 @@ def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
             f"available: {', '.join(available) or 'none'}"
         )
     return names
-
-
-def _cycle(data: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor]]:
-    seen = 0
-    while True:
-        fresh = 0
-        for batch in data:
-            fresh += 1
-            seen += 1
-            if not (isinstance(batch, list | tuple) and len(batch) >= 2):
-                raise AllocationError("DFQ needs (inputs, targets) batches")
-            yield batch[0], batch[1]
-        if fresh == 0:
-            raise AllocationError(
-                "the data yielded no batches" if seen == 0 else "the data cannot be re-iterated"
-            )
 
 
 def _search_model(
