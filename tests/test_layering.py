@@ -22,6 +22,7 @@ TORCH_FREE = [
     "mixq.errors",
     "mixq.io",
     "mixq.jsonfile",
+    "mixq.plotting",
     "mixq.schemes",
     "mixq.ratio",
     "mixq.assignment",

@@ -9,18 +9,7 @@ import numpy as np
 
 from mixq.errors import HardwareCostError
 from mixq.hw.report import CostReport
-from mixq.io import atomic_write
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HardwareCostError("plots need matplotlib: pip install matplotlib") from None
-    return plt
+from mixq.plotting import pyplot, save_figure
 
 
 def plot_layer_cycles(report: CostReport, path: str | Path) -> None:
@@ -28,7 +17,7 @@ def plot_layer_cycles(report: CostReport, path: str | Path) -> None:
     larger); one bar pair per layer."""
     if report.design is None:
         raise HardwareCostError("only an FPGA cost report has cycles to plot")
-    plt = _pyplot()
+    plt = pyplot(HardwareCostError)
     names = [layer.name for layer in report.layers]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.0))
@@ -45,7 +34,7 @@ def plot_layer_cycles(report: CostReport, path: str | Path) -> None:
     )
     ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_throughput_curves(
@@ -57,7 +46,7 @@ def plot_throughput_curves(
 ) -> None:
     """Throughput against the SP2 share, one line per ``(label, shares, macs_per_cycle)``,
     each optimum ``(share, macs)`` marked."""
-    plt = _pyplot()
+    plt = pyplot(HardwareCostError)
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     for (label, shares, macs), (best_share, best_macs) in zip(curves, optima, strict=True):
         (line,) = ax.plot(shares, macs, label=label)
@@ -68,12 +57,4 @@ def plot_throughput_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: str | Path) -> None:
-    plt = _pyplot()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
