@@ -23,6 +23,7 @@ TORCH_FREE = [
     "mixq.io",
     "mixq.jsonfile",
     "mixq.plotting",
+    "mixq.textfile",
     "mixq.schemes",
     "mixq.ratio",
     "mixq.assignment",

@@ -1,6 +1,7 @@
 """Reading a JSON file that a mixq value was saved to (plans, tables, reports): the one
-place that checks the file is there and parses, so that every ``load`` fails the same way,
-with the caller's typed error naming what the file should have held. Needs no torch.
+place that reads (:func:`mixq.textfile.read_text`) and parses, so that every ``load``
+fails the same way, with the caller's typed error naming what the file should have held.
+Needs no torch.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from mixq.errors import MixqError
+from mixq.textfile import read_text
 
 
 def read_json(path: str | Path, what: str, error: type[MixqError]) -> Any:
-    """The parsed content of ``path``; ``error`` naming ``what`` if the file is missing or
-    is not JSON.
+    """The parsed content of ``path``; ``error`` naming ``what`` if the file is missing,
+    unreadable, not UTF-8 or not JSON.
 
     >>> from mixq.errors import RecipeError
     >>> read_json("no/such/plan.json", "plan file", RecipeError)
@@ -22,10 +24,8 @@ def read_json(path: str | Path, what: str, error: type[MixqError]) -> Any:
     ...
     mixq.errors.RecipeError: plan file not found: no/such/plan.json
     """
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found: {path}")
+    text = read_text(path, what, error)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise error(f"{what} {path} is not valid JSON: {exc}") from None

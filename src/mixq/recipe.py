@@ -38,6 +38,7 @@ import yaml
 
 from mixq.errors import RatioError, RecipeError, SchemeError
 from mixq.ratio import Ratio
+from mixq.textfile import read_text
 
 if TYPE_CHECKING:  # type names only: importing these modules would pull in torch and scipy
     from mixq.allocation.rows import SchemeRule
@@ -334,17 +335,7 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe file not found: {path}")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RecipeError(
-                f"recipe file {path} is not UTF-8 text (byte {exc.start}): is it a binary file?"
-            ) from None
-        except OSError as exc:
-            raise RecipeError(f"cannot read recipe file {path}: {exc.strerror or exc}") from None
+        text = read_text(path, "recipe file", RecipeError)
         try:
             data = yaml.safe_load(text)  # YAML is a superset of JSON; safe: no tags run
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
