@@ -35,12 +35,15 @@ from mixq.export.onnx_graph import OPSET, require_onnx
 from mixq.export.qonnx import FakeQuantExporter
 from mixq.integer.compile import IntegerModel, trace_with_shapes
 from mixq.integer.weights import integer_weights
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
+from mixq.nn.act_quant import ActQuantizer
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+
+QuantLayer = QuantConv2d | QuantLinear
 
 try:  # the optional "export" extra
     import onnx
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None
+    onnx = None  # type: ignore[assignment]
 
 _INT8_MAX = 127
 _INT32_MAX = 2**31 - 1
@@ -71,7 +74,7 @@ def export_qdq(quantized_model: nn.Module, example_input: Tensor, path: str | Pa
     return path
 
 
-def _check_layer(name: str, layer: nn.Module) -> None:
+def _check_layer(name: str, layer: QuantLayer) -> None:
     act = layer.act_quant
     if act is None or not act.enabled or not bool(act.calibrated):
         raise IntegerConversionError(
@@ -86,27 +89,29 @@ def _check_layer(name: str, layer: nn.Module) -> None:
         )
 
 
-def _input_quantizers(graph: fx.Graph, model: nn.Module) -> dict[fx.Node, nn.Module]:
+def _input_quantizers(graph: fx.Graph, model: nn.Module) -> dict[fx.Node, ActQuantizer]:
     """For each tensor a quantised layer reads, the finest input quantiser that reads it."""
     modules = dict(model.named_modules())
-    found: dict[fx.Node, nn.Module] = {}
+    found: dict[fx.Node, ActQuantizer] = {}
     for node in graph.nodes:
         module = modules.get(str(node.target)) if node.op == "call_module" else None
         if isinstance(module, QUANT_LAYERS) and isinstance(node.args[0], fx.Node):
             source, act = node.args[0], module.act_quant
+            if act is None:
+                continue  # _check_layer refused it already
             if source not in found or float(act.step) < float(found[source].step):
                 found[source] = act
     return found
 
 
-def activation_range(act: nn.Module) -> tuple[int, int]:
+def activation_range(act: ActQuantizer) -> tuple[int, int]:
     """The integer levels of an activation quantiser: ``[-L, L]`` signed, ``[0, L]`` not."""
     levels = int(act.levels)
     return (-levels, levels) if bool(act.signed) else (0, levels)
 
 
 class _QdqExporter(FakeQuantExporter):
-    def __init__(self, model: nn.Module, quantizers: dict[fx.Node, nn.Module]) -> None:
+    def __init__(self, model: nn.Module, quantizers: dict[fx.Node, ActQuantizer]) -> None:
         super().__init__(model, {})
         self.quantizers = quantizers
         self.steps: dict[str, float] = {}  # dequantised tensor -> its step
@@ -123,7 +128,7 @@ class _QdqExporter(FakeQuantExporter):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"  # reshapes keep -1 there
         return proto
 
-    def _quantize(self, x: str, act: nn.Module, base: str) -> str:
+    def _quantize(self, x: str, act: ActQuantizer, base: str) -> str:
         step = float(act.step)
         low, high = activation_range(act)
         signed = bool(act.signed)
@@ -149,6 +154,7 @@ class _QdqExporter(FakeQuantExporter):
         return dq
 
     def _layer(self, node: fx.Node, layer: nn.Module) -> str:
+        assert isinstance(layer, QUANT_LAYERS)  # the walker calls this for these only
         base = node.name
         x = self._name(node.args[0])
         if x not in self.steps:
