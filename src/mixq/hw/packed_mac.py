@@ -11,7 +11,6 @@ shows the overflow (the old "11 bits apart" rule fails after 9 products).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from mixq.errors import HardwareCostError
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
-from mixq.hw.rtl_sim import _run, yosys_cells_library
+from mixq.hw.rtl_sim import _run, require_icarus, run_testbench, yosys_cells_library
 from mixq.hw.synthesis import CellCounts, parse_yosys_stat
 from mixq.hw.units import ACC_GUARD_BITS
 
@@ -180,8 +179,7 @@ def simulate_packed(
 ) -> PackedSimulation:
     """Replay :func:`packed_stimulus` through the RTL (or Yosys's netlist) and compare;
     ``longest`` is the worst-case run's length (the guard bits' promise by default)."""
-    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
-        raise HardwareCostError("Icarus Verilog not found (apt-get install -y iverilog)")
+    require_icarus()
     rtl_dir, workdir = Path(rtl_dir), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stim = packed_stimulus(unit, random_cycles, longest=longest)
@@ -202,11 +200,7 @@ def simulate_packed(
     sources = [source]
     if netlist:
         sources = [synthesise(unit, source, workdir / "netlist.v"), yosys_cells_library()]
-    binary = workdir / "sim.vvp"
-    _run(["iverilog", "-g2012", "-o", str(binary), str(bench), *map(str, sources)])
-    printed = _run(["vvp", "-n", str(binary)]).split()
-    numbers = [int(x) for x in printed if x.lstrip("-").isdigit()]
-    got = np.array(numbers, dtype=np.int64).reshape(-1, 2)
+    got = np.array(run_testbench(bench, sources, workdir), dtype=np.int64).reshape(-1, 2)
     want = np.stack(expected_fields(stim), axis=1)
     if got.shape != want.shape:
         raise HardwareCostError(f"simulation printed {got.shape[0]} rows for {stim.cycles}")

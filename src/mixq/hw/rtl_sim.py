@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,8 +189,7 @@ def simulate(
     random_cycles: int = 20_000,
 ) -> SimulationResult:
     """Replay :func:`stimulus` through the unit and compare with the Python reference."""
-    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
-        raise HardwareCostError("Icarus Verilog not found (apt-get install -y iverilog)")
+    require_icarus()
     rtl_dir, workdir = Path(rtl_dir), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stim = stimulus(unit, random_cycles)
@@ -202,10 +202,7 @@ def simulate(
         sources = [synthesise_netlist(unit, rtl_dir, workdir / "netlist.v"), yosys_cells_library()]
     else:
         sources = [rtl_dir / f"{unit.module}.v"]
-    binary = workdir / "sim.vvp"
-    _run(["iverilog", "-g2012", "-o", str(binary), str(bench), *map(str, sources)])
-    printed = _run(["vvp", "-n", str(binary)]).split()
-    got = np.array([int(x) for x in printed if x.lstrip("-").isdigit()], dtype=np.int64)
+    got = np.array(run_testbench(bench, sources, workdir), dtype=np.int64)
     if got.size != expected.size:
         raise HardwareCostError(f"simulation printed {got.size} values for {expected.size} cycles")
     wrong = np.flatnonzero(got != expected)
@@ -218,6 +215,20 @@ def simulate(
         mismatches=int(wrong.size),
         first_mismatch=int(wrong[0]) if wrong.size else None,
     )
+
+
+def require_icarus() -> None:
+    """Icarus Verilog is installed, or :class:`HardwareCostError` saying how to get it."""
+    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        raise HardwareCostError("Icarus Verilog not found (apt-get install -y iverilog)")
+
+
+def run_testbench(bench: Path, sources: Sequence[Path], workdir: Path) -> list[int]:
+    """Compile ``bench`` with ``sources`` in ``workdir``, run it; the integers it printed."""
+    binary = workdir / "sim.vvp"
+    _run(["iverilog", "-g2012", "-o", str(binary), str(bench), *map(str, sources)])
+    printed = _run(["vvp", "-n", str(binary)]).split()
+    return [int(x) for x in printed if x.lstrip("-").isdigit()]
 
 
 def _run(command: list[str]) -> str:
