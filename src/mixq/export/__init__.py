@@ -19,7 +19,8 @@ Which format for what:
 Submodules: :mod:`~mixq.export.onnx_graph` (the ONNX graph builder the three ONNX
 exporters share), :mod:`~mixq.export.intervals` (the exact interval analysis of the integer
 ONNX graph), :mod:`~mixq.export.onnx_runtime` (running files with onnxruntime),
-:mod:`~mixq.export.bits` (bit packing of weight levels).
+:mod:`~mixq.export.bits` (bit packing of weight levels),
+:mod:`~mixq.export.fx_encoding` (the packed file's fx graph as JSON, validated on reading).
 """
 
 from __future__ import annotations

@@ -35,24 +35,19 @@ Metadata key ``"mixq"``: a JSON header with ``format`` (``"mixq-packed"``), ``ve
 ``multiplier``/``shift``, ``m_a``/``m_b`` (``AddLevels``), ``keepdim``,
 ``kernel``/``stride``/``padding``, ``function`` (``Lookup``), and for layers
 ``weight_shape``, ``candidates``, ``conv`` and ``residual_multiplier``), ``nodes`` (the fx
-graph in order: ``name``, ``op``, ``target``, ``args`` and ``kwargs`` where ``{"node":
-name}`` refers to an earlier node and
-``{"tuple": [...]}``, ``{"list": [...]}``, ``{"slice": [a, b, c]}`` tag the other
-non-JSON values) and ``checksum``: ``"sha256:"`` and the hex digest of :func:`checksum`
-(the header without its checksum, then every tensor's name, dtype, shape and bytes).
-Function targets are looked up in a fixed table (the ops of
-:mod:`mixq.integer.supported`), never imported by name; every name is checked to be a plain
-identifier before torch.fx sees it. A reader of version 2 refuses any other version:
-version 1 held the integer graph before the fused-layer engine.
+graph in order, as :mod:`mixq.export.fx_encoding` writes it) and ``checksum``:
+``"sha256:"`` and the hex digest of :func:`checksum` (the header without its checksum, then
+every tensor's name, dtype, shape and bytes). Function targets come from a fixed table and
+every name read is checked to be a plain identifier (:mod:`mixq.export.fx_encoding`):
+nothing in a file runs as code. A reader of version 2 refuses any other version: version 1
+held the integer graph before the fused-layer engine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import keyword
 import math
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,13 +58,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mixq.errors import IntegerConversionError, MixqError, PackedFormatError
 from mixq.export.bits import pack_levels, packed_bytes, unpack_levels
+from mixq.export.fx_encoding import decode_graph, encode_node, module_name
+from mixq.export.fx_encoding import field as _get
 from mixq.integer.compile import IntegerModel
 from mixq.integer.dyadic import MAX_SHIFT, MULTIPLIER_BITS
 from mixq.integer.ops import (
@@ -84,16 +80,6 @@ from mixq.integer.ops import (
     Rescale,
     layer_engine,
 )
-from mixq.integer.supported import (
-    ADD_FUNCTIONS,
-    CAT_FUNCTIONS,
-    CLAMP_FUNCTIONS,
-    CLAMP_METHODS,
-    RELU6_FUNCTIONS,
-    RELU_FUNCTIONS,
-    SHAPE_FUNCTIONS,
-    SHAPE_METHODS,
-)
 from mixq.integer.weights import IntegerWeights
 from mixq.io import atomic_write
 from mixq.schemes import Candidate
@@ -102,29 +88,7 @@ FORMAT_NAME = "mixq-packed"
 FORMAT_VERSION = 2
 _HEADER_KEY = "mixq"
 
-# The functions and methods the integer graph holds (the builder copies the source model's
-# shape, clamp, pad and cat calls; it emits torch.clamp and torch.cat itself): the one
-# definition in mixq.integer.supported, named by module and name. A file names only these.
-_COPIED_FUNCTIONS = (
-    *RELU_FUNCTIONS,
-    *RELU6_FUNCTIONS,
-    *CLAMP_FUNCTIONS,
-    *ADD_FUNCTIONS,
-    *CAT_FUNCTIONS,
-    *SHAPE_FUNCTIONS,
-    F.pad,
-)
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    f"{f.__module__.removeprefix('_')}.{f.__name__}": f for f in _COPIED_FUNCTIONS
-}
-_METHODS = SHAPE_METHODS | CLAMP_METHODS | {"add"}
-_OPS = frozenset({"placeholder", "call_module", "call_function", "call_method", "output"})
 _MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay in int64
-# torch.fx writes node names, placeholder targets and keyword names into the Python source
-# it generates and executes: a name from a file must be a plain identifier, never code.
-_MAX_NAME = 128
-# The attributes ``getattr`` nodes of the compiled graph read (shapes for reshapes).
-_ATTRIBUTES = frozenset({"shape", "dtype", "ndim"})
 _LEVEL_LIMIT = 2**31 - 1  # every level and clamp bound of the integer graph fits int32
 _MAX_TABLE = 2**16 + 1  # lookup tables cover at most 16-bit input levels
 LOOKUP_FUNCTIONS = ("hardswish", "silu", "sigmoid")
@@ -223,7 +187,7 @@ def _encode(model: IntegerModel) -> tuple[dict[str, Tensor], dict[str, Any]]:
     modules: dict[str, Any] = {}
     nodes = []
     for node in graph_module.graph.nodes:
-        nodes.append(_encode_node(node))
+        nodes.append(encode_node(node))
         if node.op == "call_module" and node.target not in modules:
             target = str(node.target)
             if "." in target:  # to_integer flattens names; a nested module would not rebuild
@@ -241,44 +205,6 @@ def _encode(model: IntegerModel) -> tuple[dict[str, Tensor], dict[str, Any]]:
         "nodes": nodes,
     }
     return tensors, header
-
-
-def _encode_node(node: fx.Node) -> dict[str, Any]:
-    if node.op not in _OPS:
-        raise PackedFormatError(f"node {node.name}: op {node.op!r} cannot be packed")
-    entry: dict[str, Any] = {"name": node.name, "op": node.op, "target": _target_name(node)}
-    entry["args"] = [_encode_arg(a) for a in node.args]
-    entry["kwargs"] = {k: _encode_arg(v) for k, v in node.kwargs.items()}
-    return entry
-
-
-def _target_name(node: fx.Node) -> str:
-    if node.op == "call_function":
-        name = next((k for k, f in _FUNCTIONS.items() if f is node.target), None)
-        if name is None:
-            raise PackedFormatError(f"node {node.name}: function {node.target} cannot be packed")
-        return name
-    if node.op == "call_method" and node.target not in _METHODS:
-        raise PackedFormatError(f"node {node.name}: method {node.target!r} cannot be packed")
-    return str(node.target)
-
-
-def _encode_arg(value: Any) -> Any:
-    """A JSON value for an fx argument; tags keep tuples, lists and nodes apart."""
-    if isinstance(value, fx.Node):
-        return {"node": value.name}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, tuple | list):
-        tag = "tuple" if isinstance(value, tuple) else "list"
-        return {tag: [_encode_arg(v) for v in value]}
-    if isinstance(value, slice):
-        return {"slice": [_encode_arg(v) for v in (value.start, value.stop, value.step)]}
-    if value is Ellipsis:
-        return {"ellipsis": True}
-    if isinstance(value, torch.dtype):
-        return {"dtype": str(value).removeprefix("torch.")}
-    raise PackedFormatError(f"argument {value!r} of type {type(value).__name__} cannot be packed")
 
 
 def _encode_module(name: str, module: nn.Module, tensors: dict[str, Tensor]) -> dict[str, Any]:
@@ -425,14 +351,6 @@ class _Tensors:
             raise PackedFormatError(f"unexpected tensors {extra}")
 
 
-def _get(entry: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = entry.get(key) if isinstance(entry, dict) else None
-    # JSON true/false load as bool, a subclass of int: not a number here.
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise PackedFormatError(f"{key!r} is {value!r}, expected {kind}")
-    return value
-
-
 def _check_range(name: str, values: np.ndarray, low: int, high: int) -> None:
     if values.size and (values.min() < low or values.max() > high):
         raise PackedFormatError(
@@ -455,8 +373,8 @@ class _Decoder:
 
     def build(self) -> IntegerModel:
         for name in self.entries:
-            _module_name(name)
-        graph = self._graph()
+            module_name(name)
+        graph = decode_graph(self.nodes, set(self.entries))
         built = {
             name: self._module(name, entry)
             for name, entry in self.entries.items()
@@ -582,103 +500,6 @@ class _Decoder:
         for rows, candidate, data, count in groups:
             values[rows] = unpack_levels(data, candidate, count).reshape(len(rows), elements)
         return torch.from_numpy(values).reshape(shape)
-
-    # -- graph ----------------------------------------------------------------------------
-
-    def _graph(self) -> fx.Graph:
-        graph = fx.Graph()
-        env: dict[str, fx.Node] = {}
-        for entry in self.nodes:
-            name = _get(entry, "name", str)
-            try:
-                node = self._node(graph, entry, env)
-            except PackedFormatError as exc:
-                raise PackedFormatError(f"node {name!r}: {exc}") from None
-            env[name] = node
-        return graph
-
-    def _node(self, graph: fx.Graph, entry: dict[str, Any], env: dict[str, fx.Node]) -> fx.Node:
-        op, target = _get(entry, "op", str), _get(entry, "target", str)
-        name = _identifier(_get(entry, "name", str), "node name")
-        if op not in _OPS:
-            raise PackedFormatError(f"unknown op {op!r}")
-        if name in env:
-            raise PackedFormatError(f"node name {name!r} is used twice")
-        args = tuple(_decode_arg(a, env) for a in _get(entry, "args", list))
-        kwargs = {
-            _identifier(k, "keyword"): _decode_arg(v, env)
-            for k, v in _get(entry, "kwargs", dict).items()
-        }
-        if op == "placeholder":
-            if args or kwargs:
-                raise PackedFormatError("a placeholder takes no arguments")
-            return graph.placeholder(_identifier(target, "input name"))
-        if op == "output":
-            return graph.output(*args)
-        if op == "call_module" and target not in self.entries:
-            raise PackedFormatError(f"calls unknown module {target!r}")
-        if op == "call_function":
-            if target not in _FUNCTIONS:
-                raise PackedFormatError(f"unknown function {target!r}")
-            if _FUNCTIONS[target] is getattr:
-                _check_getattr(args)
-            return graph.create_node(op, _FUNCTIONS[target], args, kwargs, name)
-        if op == "call_method" and target not in _METHODS:
-            raise PackedFormatError(f"unknown method {target!r}")
-        return graph.create_node(op, target, args, kwargs, name)
-
-
-def _identifier(value: str, what: str) -> str:
-    """``value`` if it is a plain Python identifier (no keyword, no dunder), else an error:
-    these names end up in the source code torch.fx generates."""
-    if (
-        not value.isidentifier()
-        or not value.isascii()
-        or keyword.iskeyword(value)
-        or value.startswith("__")
-        or len(value) > _MAX_NAME
-    ):
-        raise PackedFormatError(f"{what} {value[:80]!r} is not a plain identifier")
-    return value
-
-
-def _check_getattr(args: tuple[Any, ...]) -> None:
-    if len(args) != 2 or not isinstance(args[0], fx.Node) or args[1] not in _ATTRIBUTES:
-        shown = args[1] if len(args) == 2 else args
-        raise PackedFormatError(f"getattr of {shown!r} is not allowed (only {sorted(_ATTRIBUTES)})")
-
-
-def _decode_arg(value: Any, env: dict[str, fx.Node]) -> Any:
-    if not isinstance(value, dict):
-        return value
-    if len(value) != 1:
-        raise PackedFormatError(f"argument {value!r} is not one tagged value")
-    ((tag, body),) = value.items()
-    if tag == "node":
-        if body not in env:
-            raise PackedFormatError(f"refers to {body!r}, which is not an earlier node")
-        return env[body]
-    if tag in ("tuple", "list", "slice") and isinstance(body, list):
-        items = [_decode_arg(v, env) for v in body]
-        return tuple(items) if tag == "tuple" else items if tag == "list" else slice(*items)
-    if tag == "ellipsis":
-        return Ellipsis
-    if tag == "dtype" and isinstance(getattr(torch, str(body), None), torch.dtype):
-        return getattr(torch, body)
-    raise PackedFormatError(f"argument {value!r} is not a known encoding")
-
-
-def _module_name(name: Any) -> str:
-    """A module name from a file: letters, digits and underscores (the builder's flattened
-    names, ``0_input`` included), no dunder. torch.fx writes it into generated source."""
-    if (
-        not isinstance(name, str)
-        or re.fullmatch(r"[A-Za-z0-9_]+", name) is None
-        or name.startswith("__")
-        or len(name) > _MAX_NAME
-    ):
-        raise PackedFormatError(f"module name {str(name)[:80]!r} is not a plain identifier")
-    return name
 
 
 def _bounded(entry: dict[str, Any], key: str, low: int, high: int) -> int:
