@@ -207,3 +207,24 @@ def test_unfrozen_bn_trains_on_batch_statistics_until_frozen() -> None:
     )
     assert seen == [4, 4]  # epoch 1 updated the statistics 4 times, epoch 2 not at all
     assert model[0].bn_frozen
+
+
+def test_the_epoch_log_shows_metrics_only_when_there_are_some(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    x, y = _problem()
+    config = TrainConfig(epochs=1, lr=0.05)
+    with caplog.at_level("INFO", logger="mixq.train"):
+        plain = train(_quantized_mlp(), _loader(x, y), config, progress=False)
+        scored = train(
+            _quantized_mlp(),
+            _loader(x, y),
+            config,
+            evaluate=lambda _: {"top1": 0.8125},
+            progress=False,
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "mixq.train"]
+    assert lines == [
+        f"epoch 1/1 loss {plain.history[0].train_loss:.4f}",
+        f"epoch 1/1 loss {scored.history[0].train_loss:.4f} top1 0.8125",
+    ]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -130,11 +130,24 @@ def train(
             metrics,
         )
         history.append(record)
-        log.info("epoch %d/%d loss %.4f %s", epoch + 1, config.epochs, mean_loss, metrics)
+        log.info("%s", _epoch_line(record, config.epochs))
         if out is not None:
             _save(out, model, optimizer, scheduler, config, history)
             _append_metrics(out, record)
     return TrainResult(history, out)
+
+
+def _epoch_line(record: EpochRecord, epochs: int) -> str:
+    """The log line of one finished epoch: its loss, then its metrics if it has any.
+
+    >>> _epoch_line(EpochRecord(2, 0.768, 0.01, 1.5, {"top1": 0.81}), 3)
+    'epoch 2/3 loss 0.7680 top1 0.8100'
+    >>> _epoch_line(EpochRecord(2, 0.768, 0.01, 1.5), 3)
+    'epoch 2/3 loss 0.7680'
+    """
+    parts = [f"epoch {record.epoch}/{epochs} loss {record.train_loss:.4f}"]
+    parts += [f"{name} {value:.4f}" for name, value in record.metrics.items()]
+    return " ".join(parts)
 
 
 def _run_epoch(
@@ -300,7 +313,9 @@ def _set_bn_mode(model: nn.Module, config: TrainConfig, epoch: int) -> None:
     frozen = not config.bn_batch_stats or frozen_late
     for module in model.modules():
         if isinstance(module, QuantConv2d):
-            module.bn_frozen = frozen
+            # QuantConv2d does not declare bn_frozen, so mypy takes nn.Module's
+            # Tensor | Module attribute type; the attribute is a plain bool.
+            cast(Any, module).bn_frozen = frozen
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and frozen:
             module.eval()  # a float model's BN: use and keep its running statistics
 
