@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mixq.errors import DeviceError
+from mixq.hw import FpgaCostModel
 from mixq.hw.device import DEVICES_DIR, available_devices, device_from_dict, load_device
 
 # name: (LUTs, FFs, DSP slices, 36 Kb BRAMs) from DS190 (Zynq-7000) and DS891 (ZU+).
@@ -127,6 +128,16 @@ def test_files_unknown_missing_or_unreadable(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(DeviceError, match="must be a mapping"):
         load_device(listed)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DeviceError, match=r"device file .*binary.yaml is not UTF-8 text"):
+        load_device(binary)
+    with pytest.raises(DeviceError, match="is not UTF-8 text"):
+        FpgaCostModel(str(binary))
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(DeviceError, match="device file not found"):
+        load_device(folder)
 
 
 def test_a_custom_device_file_loads(tmp_path: Path) -> None:

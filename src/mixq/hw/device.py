@@ -19,6 +19,7 @@ import yaml
 
 from mixq.errors import DeviceError
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
+from mixq.textfile import read_text
 
 DEVICES_DIR = Path(__file__).resolve().parent / "devices"
 
@@ -114,10 +115,9 @@ def load_device(name_or_path: str | Path) -> Device:
         if not path.is_file():
             known = ", ".join(available_devices())
             raise DeviceError(f"unknown device {name_or_path!r}; bundled devices: {known}")
-    if not path.is_file():
-        raise DeviceError(f"device file not found: {path}")
+    text = read_text(path, "device file", DeviceError)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DeviceError(f"device file {path} is not valid YAML: {exc}") from None
     return device_from_dict(data, origin=str(path))
