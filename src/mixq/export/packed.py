@@ -71,6 +71,7 @@ from mixq.integer.dyadic import MAX_SHIFT, MULTIPLIER_BITS
 from mixq.integer.ops import (
     ENGINES,
     AddLevels,
+    Engine,
     GlobalAvgPool,
     IntegerLayer,
     Lookup,
@@ -92,6 +93,14 @@ _MAX_OFFSET = 2**62  # compile keeps every offset below this, so products stay i
 _LEVEL_LIMIT = 2**31 - 1  # every level and clamp bound of the integer graph fits int32
 _MAX_TABLE = 2**16 + 1  # lookup tables cover at most 16-bit input levels
 LOOKUP_FUNCTIONS = ("hardswish", "silu", "sigmoid")
+
+
+def _buffer(module: nn.Module, name: str) -> Tensor:
+    """A module's buffer, typed (nn.Module's attribute lookup is untyped)."""
+    value = getattr(module, name)
+    if not isinstance(value, Tensor):
+        raise PackedFormatError(f"{type(module).__name__}.{name} is not a tensor")
+    return value
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -119,7 +128,7 @@ def save_packed(model: IntegerModel, path: str | Path) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_packed(path: str | Path, engine: str = "reference") -> IntegerModel:
+def load_packed(path: str | Path, engine: Engine = "reference") -> IntegerModel:
     """Rebuild the integer model saved at ``path``, running on ``engine`` (``"fast"``: the
     reference model lowered to :mod:`mixq.integer.fast`'s kernels, ``"int8"`` with a
     warning where they are not available, as :func:`~mixq.integer.to_integer` does)."""
@@ -142,7 +151,7 @@ def load_packed(path: str | Path, engine: str = "reference") -> IntegerModel:
 
 
 def _decode(
-    path: str | Path, header: dict[str, Any], tensors: dict[str, Tensor], engine: str
+    path: str | Path, header: dict[str, Any], tensors: dict[str, Tensor], engine: Engine
 ) -> IntegerModel:
     try:
         return _Decoder(header, tensors, engine).build()
@@ -160,7 +169,7 @@ def packed_size(model: IntegerModel) -> PackedSize:
     weight = sum(t.numel() for name, t in tensors.items() if ".weight." in name)
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     layers = [m for m in model.graph_module.modules() if isinstance(m, IntegerLayer)]
-    float_bytes = sum(4 * m.weight.numel() for m in layers)
+    float_bytes = sum(4 * _buffer(m, "weight").numel() for m in layers)
     return PackedSize(weight, float_bytes, total - weight)
 
 
@@ -211,7 +220,7 @@ def _encode_module(name: str, module: nn.Module, tensors: dict[str, Tensor]) -> 
     if isinstance(module, IntegerLayer):
         return _encode_layer(name, module, tensors)
     if isinstance(module, QuantizeInput):
-        tensors[f"{name}.step"] = module.step.detach().float().reshape(()).clone()
+        tensors[f"{name}.step"] = _buffer(module, "step").detach().float().reshape(()).clone()
         return {"kind": "QuantizeInput", "low": module.low, "high": module.high}
     if isinstance(module, Requantize):
         return {"kind": "Requantize", **_dyadic(module), "low": module.low, "high": module.high}
@@ -224,17 +233,27 @@ def _encode_module(name: str, module: nn.Module, tensors: dict[str, Tensor]) -> 
         sizes = {"kernel": module.kernel, "stride": module.stride, "padding": module.padding}
         return {"kind": "MaxPool", **sizes}
     if isinstance(module, AddLevels):
-        multipliers = {"m_a": int(module.m_a), "m_b": int(module.m_b)}
+        multipliers = {"m_a": int(_buffer(module, "m_a")), "m_b": int(_buffer(module, "m_b"))}
         bounds = {"low": module.low, "high": module.high}
-        return {"kind": "AddLevels", **multipliers, "shift": int(module.shift), **bounds}
+        return {
+            "kind": "AddLevels",
+            **multipliers,
+            "shift": int(_buffer(module, "shift")),
+            **bounds,
+        }
     if isinstance(module, Lookup):
-        tensors[f"{name}.table"] = module.table.detach().to(torch.int64).reshape(-1).clone()
+        tensors[f"{name}.table"] = (
+            _buffer(module, "table").detach().to(torch.int64).reshape(-1).clone()
+        )
         return {"kind": "Lookup", "low": module.low, "function": module.function}
     raise PackedFormatError(f"module {name!r} ({type(module).__name__}) cannot be packed")
 
 
 def _dyadic(module: nn.Module) -> dict[str, int]:
-    return {"multiplier": int(module.multiplier), "shift": int(module.shift)}
+    return {
+        "multiplier": int(_buffer(module, "multiplier")),
+        "shift": int(_buffer(module, "shift")),
+    }
 
 
 def _encode_layer(name: str, layer: IntegerLayer, tensors: dict[str, Tensor]) -> dict[str, Any]:
@@ -242,7 +261,8 @@ def _encode_layer(name: str, layer: IntegerLayer, tensors: dict[str, Tensor]) ->
     if len(candidates) > 255:
         raise PackedFormatError(f"layer {name!r}: more than 255 candidates")
     codes = _row_codes(layer)
-    rows = layer.weight.detach().cpu().reshape(layer.weight.shape[0], -1).numpy()
+    weight = _buffer(layer, "weight")
+    rows = weight.detach().cpu().reshape(weight.shape[0], -1).numpy()
     tensors[f"{name}.codes"] = torch.from_numpy(codes.astype(np.uint8))
     for code, candidate in enumerate(candidates):
         selected = rows[codes == code]  # ascending row order
@@ -252,10 +272,10 @@ def _encode_layer(name: str, layer: IntegerLayer, tensors: dict[str, Tensor]) ->
     for field in ("multiplier", "shift", "offset"):
         values = getattr(layer, field).detach().cpu().to(torch.int64).reshape(-1)
         tensors[f"{name}.{field}"] = values.expand(len(codes)).clone()
-    residual = int(layer.residual_multiplier) if layer.has_residual else None
+    residual = int(_buffer(layer, "residual_multiplier")) if layer.has_residual else None
     return {
         "kind": "IntegerLayer",
-        "weight_shape": list(layer.weight.shape),
+        "weight_shape": list(_buffer(layer, "weight").shape),
         "candidates": [str(c) for c in candidates],
         "conv": _conv_entry(layer.conv),
         "low": layer.low,
@@ -272,7 +292,7 @@ def _conv_entry(conv: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _row_codes(layer: IntegerLayer) -> np.ndarray:
     # The layer keeps its rows grouped by candidate, not the codes themselves.
-    codes = np.full(layer.weight.shape[0], -1, dtype=np.int64)
+    codes = np.full(_buffer(layer, "weight").shape[0], -1, dtype=np.int64)
     for scheme, rows, _ in layer.groups:
         codes[rows.numpy()] = layer.schemes.index(scheme)
     if (codes < 0).any():
@@ -364,7 +384,7 @@ def _check_range(name: str, values: np.ndarray, low: int, high: int) -> None:
 class _Decoder:
     """Rebuilds the graph module from a checked header and its tensors."""
 
-    def __init__(self, header: dict[str, Any], tensors: dict[str, Tensor], engine: str) -> None:
+    def __init__(self, header: dict[str, Any], tensors: dict[str, Tensor], engine: Engine) -> None:
         self.header = header
         self.tensors = _Tensors(tensors)
         self.engine = engine
@@ -618,7 +638,7 @@ def _module_range(
     if isinstance(module, MaxPool):
         return source  # the padding value never wins a window's maximum
     if isinstance(module, Lookup):
-        return int(module.table.min()), int(module.table.max())
+        return int(_buffer(module, "table").min()), int(_buffer(module, "table").max())
     bounds = (entry.get("low"), entry.get("high")) if module is None else (
         getattr(module, "low", None), getattr(module, "high", None)
     )  # fmt: skip
@@ -627,8 +647,11 @@ def _module_range(
 
 
 def _layer_engine(
-    values: Tensor, conv: dict[str, Any] | None, input_range: tuple[int, int] | None, engine: str
-) -> tuple[str, int]:
+    values: Tensor,
+    conv: dict[str, Any] | None,
+    input_range: tuple[int, int] | None,
+    engine: Engine,
+) -> tuple[Engine, int]:
     """The engine and int8 input offset :func:`~mixq.integer.compile.to_integer` gives this
     layer (the same rule, :func:`mixq.integer.ops.layer_engine`)."""
     if input_range is None:
