@@ -117,8 +117,13 @@ def to_integer(
 
     if engine != "fast":
         return build(engine)
+    reference = build("reference")
     try:
+        # The kernels compile on first use, inside lower(): a missing compiler shows up there
+        # as FastEngineUnavailableError, an ImportError.
         from mixq.integer.fast import lower
+
+        lowered: IntegerModel = lower(reference)
     except ImportError as exc:
         warnings.warn(
             f"the fast engine is not available ({exc}); running the int8 engine instead",
@@ -126,7 +131,6 @@ def to_integer(
             stacklevel=2,
         )
         return build("int8")
-    lowered: IntegerModel = lower(build("reference"))
     return lowered
 
 
