@@ -12,6 +12,7 @@ from torch import nn
 
 import mixq
 from mixq.assignment import RowAssignment
+from mixq.errors import SchemeError
 from mixq.fakequant import fake_quant_rows
 from mixq.nn.layers import QuantConv2d, QuantLinear
 
@@ -231,3 +232,29 @@ def test_set_quantization_toggles_each_kind() -> None:
     assert [q.enabled for q in weights + acts] == [True] * 4
     mixq.set_quantization(model)
     assert [q.enabled for q in weights + acts] == [True] * 4
+
+
+def test_layers_built_directly_quantise_every_row_at_fixed8() -> None:
+    torch.manual_seed(0)
+    linear = QuantLinear(16, 4)
+    conv = QuantConv2d(3, 8, 3, padding=1)
+    assert [str(c) for c in linear.assignment.candidates] == ["fixed-8"]
+    assert conv.assignment.rows == 8 and conv.bn is None and conv.bn_frozen
+    for layer, x, reference in (
+        (linear, torch.randn(32, 16), lambda x: F.linear(x, linear.weight, linear.bias)),
+        (conv, torch.randn(4, 3, 8, 8), lambda x: F.conv2d(x, conv.weight, conv.bias, padding=1)),
+    ):
+        mixq.calibrate(layer, [x], progress=False)
+        layer.eval()
+        expected = reference(x)
+        error = (layer(x) - expected).abs().max()
+        # 8-bit weights and inputs: a few percent of the output range, never exact float.
+        assert 0 < error < 0.05 * expected.abs().max()
+
+
+def test_layers_built_directly_take_an_assignment_and_act_bits() -> None:
+    assignment = RowAssignment.from_rows(["sp2-4", "fixed-4", "sp2-4"])
+    layer = QuantLinear(5, 3, assignment=assignment, act_bits=0)
+    assert layer.act_quant is None and layer.assignment == assignment
+    with pytest.raises(SchemeError, match="3 rows, weight has 2"):
+        QuantLinear(5, 2, assignment=assignment)

@@ -16,6 +16,8 @@ from mixq.errors import SchemeError
 from mixq.nn.act_quant import ActQuantizer, CalibrationMethod
 from mixq.nn.weight_quant import RowWeightQuantizer
 
+DEFAULT_CANDIDATE = "fixed-8"  # the rows of a layer built directly, without an assignment
+
 
 class _RowQuantMixin:
     """What both quantised layers share: the quantisers and the row view of the weight."""
@@ -79,6 +81,49 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
     """
 
     bn: nn.BatchNorm2d | None
+    bn_frozen: bool
+    folded_bn_name: str | None
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        assignment: RowAssignment | None = None,
+        act_bits: int = 8,
+        act_signed: bool | None = None,
+        act_method: CalibrationMethod = "mse",
+    ) -> None:
+        """Built directly, every row is Fixed-8 unless ``assignment`` says otherwise; the
+        input quantiser needs :func:`mixq.calibrate` before evaluation, as after
+        :func:`mixq.quantize`."""
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.bn = None
+        self.bn_frozen = True
+        self.folded_bn_name = None
+        assignment = assignment or RowAssignment.uniform(DEFAULT_CANDIDATE, out_channels)
+        self._init_quantizers(assignment, act_bits, act_signed, act_method)
 
     @classmethod
     def from_float(
@@ -103,15 +148,17 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
             padding_mode=conv.padding_mode,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
+            assignment=assignment,
+            act_bits=act_bits,
+            act_signed=act_signed,
+            act_method=act_method,
         )
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
         layer.bn = bn
-        layer.bn_frozen = True
         layer.train(conv.training)
-        layer._init_quantizers(assignment, act_bits, act_signed, act_method)
         return layer
 
     def effective_weight_bias(self) -> tuple[Tensor, Tensor | None]:
@@ -165,6 +212,32 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
 class QuantLinear(_RowQuantMixin, nn.Linear):
     """A Linear layer with row-wise quantised weights and a quantised input."""
 
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        assignment: RowAssignment | None = None,
+        act_bits: int = 8,
+        act_signed: bool | None = None,
+        act_method: CalibrationMethod = "mse",
+    ) -> None:
+        """Built directly, every row is Fixed-8 unless ``assignment`` says otherwise.
+
+        >>> import torch, mixq
+        >>> layer = mixq.QuantLinear(4, 2)
+        >>> mixq.calibrate(layer, [torch.randn(8, 4)], progress=False)
+        1
+        >>> layer(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+        """
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        assignment = assignment or RowAssignment.uniform(DEFAULT_CANDIDATE, out_features)
+        self._init_quantizers(assignment, act_bits, act_signed, act_method)
+
     @classmethod
     def from_float(
         cls,
@@ -181,13 +254,16 @@ class QuantLinear(_RowQuantMixin, nn.Linear):
             bias=linear.bias is not None,
             device=linear.weight.device,
             dtype=linear.weight.dtype,
+            assignment=assignment,
+            act_bits=act_bits,
+            act_signed=act_signed,
+            act_method=act_method,
         )
         with torch.no_grad():
             layer.weight.copy_(linear.weight)
             if linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         layer.train(linear.training)
-        layer._init_quantizers(assignment, act_bits, act_signed, act_method)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
