@@ -129,7 +129,9 @@ def test_act_bits_set_every_layer_of_a_plan(tmp_path: Path) -> None:
     assert four.bops * 2 == own.bops
 
 
-def test_costs_a_quantised_checkpoint_as_it_is(quantized: Path, tmp_path: Path) -> None:
+def test_costs_a_quantised_checkpoint_as_it_is(
+    quantized: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from mixq.cli._common import load_model
     from mixq.summary import describe
 
@@ -137,8 +139,30 @@ def test_costs_a_quantised_checkpoint_as_it_is(quantized: Path, tmp_path: Path) 
     assert main([*args, "-o", str(tmp_path)]) == 0
     report = CostReport.load(tmp_path / "cost.json")
     summary = describe(load_model(quantized, None).model)
+    # The weights alone, labelled so, not the model size (scales, codes, biases) of report.
+    printed = capsys.readouterr().out
+    assert f"weights alone {summary.weights_only_kib:.1f} KiB" in printed
+    assert summary.weight_kib > summary.weights_only_kib
+    assert report.totals.weight_kib == pytest.approx(summary.weights_only_kib)
     assert len(report.layers) == len(summary.layers)
     for layer in summary.layers:
         costed = report.layer(layer.name)
         assert costed.rows == {c: n for c, n in layer.counts.items() if n}
         assert costed.act_bits == layer.act_bits
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x80\x81 not text", "shapes file {path} is not UTF-8 text"),
+        (b"{broken", "shapes file {path} is not valid JSON"),
+        (b"[1, 2]", "shapes file {path} is malformed"),
+    ],
+)
+def test_a_bad_shapes_file_is_named(
+    content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "shapes.json"
+    path.write_bytes(content)
+    assert main(["cost", "--device", "xc7z020", "--ratio", "msp", "--shapes", str(path)]) == 1
+    assert message.format(path=path) in capsys.readouterr().err

@@ -27,7 +27,7 @@ def test_one_style_per_method_a_legend_and_no_text_on_the_axes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, Any] = {}
-    real_save = plots._save
+    real_save = plots.save_figure
 
     def capture(fig: Any, path: str | Path) -> None:
         ax = fig.axes[0]
@@ -39,7 +39,7 @@ def test_one_style_per_method_a_legend_and_no_text_on_the_axes(
         }
         real_save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", capture)
+    monkeypatch.setattr(plots, "save_figure", capture)
     plots.plot_accuracy_bits([("demo", _rows())], tmp_path / "a.png")
     assert seen["texts"] == []  # labels live in the legend: nothing to overlap
     assert seen["legend"] == ["fp32 90.00%", "fixed4-a4", "sp2-4-a4"]

@@ -17,6 +17,7 @@ from mixq.checkpoint import load_quantized, read_header
 from mixq.cli._zoo import MODELS, ModelSpec, get_model, is_user_model, load_float_weights
 from mixq.errors import CheckpointError, MixqError, OutputError
 from mixq.io import check_writable
+from mixq.textfile import read_text
 
 QUANTIZED_NAME = "quantized.safetensors"
 
@@ -102,16 +103,7 @@ class TextFileError(MixqError, ValueError):
 def require_text_file(path: Path, what: str) -> Path:
     """``path`` if it is a UTF-8 text file, else a typed error naming ``what`` it should be
     (a checkpoint given as a plan, a binary file given as a YAML)."""
-    if not path.is_file():
-        raise TextFileError(f"{what} not found: {path}")
-    try:
-        path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TextFileError(
-            f"{path} is not a {what}: not UTF-8 text (byte {exc.start}); is it a binary file?"
-        ) from None
-    except OSError as exc:
-        raise TextFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    read_text(path, what, TextFileError)
     return path
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from mixq.assignment import RowAssignment
 from mixq.errors import MixqError
-from mixq.io import atomic_write
+from mixq.plotting import pyplot, save_figure
 from mixq.schemes import Candidate
 
 FLOAT_BITS = 32.0
@@ -26,22 +26,7 @@ class NoMatplotlibError(PlotError):
 
 
 def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise NoMatplotlibError("plots need matplotlib: pip install matplotlib") from None
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> None:
-    plt = _pyplot()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    return pyplot(NoMatplotlibError)
 
 
 def candidate_order(assignments: Mapping[str, RowAssignment]) -> list[Candidate]:
@@ -98,7 +83,7 @@ def plot_assignment(assignments: Mapping[str, RowAssignment], path: Path, *, tit
     handles = [Patch(color=colour, label=str(c)) for c, colour in zip(order, colours, strict=True)]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 MARKERS = "osD^vP*X<>hp"
@@ -168,4 +153,4 @@ def plot_accuracy_bits(
         bbox_to_anchor=(1.01, 1.0),
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -20,6 +20,7 @@ import torch
 
 from mixq.errors import MixqError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 
 
 class ResultFileError(MixqError, ValueError):
@@ -66,12 +67,7 @@ class ResultFile:
     @classmethod
     def load(cls, path: str | Path) -> ResultFile:
         path = Path(path)
-        if not path.is_file():
-            raise ResultFileError(f"result file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ResultFileError(f"result file {path} is not valid JSON: {exc}") from None
+        data = read_json(path, "result file", ResultFileError)
         names = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or not names <= set(data):
             raise ResultFileError(f"{path} is not a result file (needs keys {sorted(names)})")

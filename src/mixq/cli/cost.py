@@ -9,13 +9,14 @@ array) and the totals; writes ``cost.json`` and ``cost.png`` only with ``--outpu
 ``--checkpoint`` costs a quantised model as it is: its rows per candidate and activation
 bits, its layer shapes. ``--act-bits`` given sets every layer's activation bits (also over
 a plan's or a checkpoint's own); without it, the plan's or checkpoint's bits hold, else 8.
-Here ``--device`` is the FPGA; the model's shapes are measured on the CPU.
+Here ``--device`` is the FPGA; the model's shapes are measured on the CPU. The weight
+size is the weights alone at their bits (what the accelerator moves), not the model size
+``mixq report`` prints, which adds each row's scale, code and bias.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -27,6 +28,7 @@ from mixq.cli._common import act_bits_type, load_model, require_text_file
 from mixq.cli._zoo import MODELS as ZOO
 from mixq.errors import HardwareCostError
 from mixq.hw import AcceleratorConfig, CostReport, FpgaCostModel, available_devices, uniform_plan
+from mixq.jsonfile import read_json
 from mixq.plan import LayerPlan, LayerShape, Plan
 from mixq.ratio import Ratio
 from mixq.recipe import PRESET_RATIOS
@@ -171,13 +173,9 @@ def _checkpoint_plan(path: Path) -> tuple[dict[str, LayerShape], Plan, str]:
 
 def load_shapes(path: Path) -> dict[str, LayerShape]:
     """Layer shapes from JSON: ``{name: {kind, rows, macs_per_row, positions, ...}}``."""
-    if not path.is_file():
-        raise HardwareCostError(f"shapes file not found: {path}")
+    data = read_json(path, "shapes file", HardwareCostError)
     try:
-        data = json.loads(path.read_text())
         return {name: LayerShape.from_dict({**d, "name": name}) for name, d in data.items()}
-    except json.JSONDecodeError as exc:
-        raise HardwareCostError(f"shapes file {path} is not valid JSON: {exc}") from None
     except (TypeError, AttributeError) as exc:
         raise HardwareCostError(f"shapes file {path} is malformed: {exc}") from None
 
@@ -209,8 +207,9 @@ def format_report(report: CostReport) -> str:
     total = report.totals
     lines += [
         "-" * len(head),
-        f"total: {total.macs / 1e6:.1f} M MACs, {total.weight_kib:.1f} KiB of weights "
+        f"total: {total.macs / 1e6:.1f} M MACs, weights alone {total.weight_kib:.1f} KiB "
         f"({report.eq_bits:.2f} eq. bits), {total.gbops:.2f} G BOPs",
+        "       (no scales, codes or biases: the model size mixq report prints adds them)",
     ]
     if report.design is not None and total.cycles is not None and total.latency_s:
         d = report.design
