@@ -31,6 +31,8 @@ class ActQuantizer(nn.Module):
     (False, True)
     """
 
+    calibrated: Tensor
+
     def __init__(
         self, bits: int, signed: bool | None = None, method: CalibrationMethod = "mse"
     ) -> None:

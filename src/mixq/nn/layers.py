@@ -7,16 +7,20 @@ elements; a Linear weight ``(out, in)`` as ``out`` rows of ``in``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixq.assignment import RowAssignment
-from mixq.errors import SchemeError
+from mixq.errors import SchemeError, UnsupportedLayerError
 from mixq.nn.act_quant import ActQuantizer, CalibrationMethod
 from mixq.nn.weight_quant import RowWeightQuantizer
 
 DEFAULT_CANDIDATE = "fixed-8"  # the rows of a layer built directly, without an assignment
+
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
 class _RowQuantMixin:
@@ -94,7 +98,7 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = True,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
@@ -139,10 +143,10 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
         layer = cls(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            _pair(conv.kernel_size),
+            stride=_pair(conv.stride),
+            padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+            dilation=_pair(conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,
@@ -155,7 +159,8 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
         )
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
+            # The layer was built with a bias exactly when ``conv`` has one.
+            if layer.bias is not None and conv.bias is not None:
                 layer.bias.copy_(conv.bias)
         layer.bn = bn
         layer.train(conv.training)
@@ -164,7 +169,16 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
     def effective_weight_bias(self) -> tuple[Tensor, Tensor | None]:
         if self.bn is None:
             return self.weight, self.bias
-        return self._fold(self.bn.running_mean, self.bn.running_var)
+        return self._fold(*self._running_statistics())
+
+    def _running_statistics(self) -> tuple[Tensor, Tensor]:
+        assert self.bn is not None
+        mean, var = self.bn.running_mean, self.bn.running_var
+        if mean is None or var is None:
+            raise UnsupportedLayerError(
+                "the folded BatchNorm2d tracks no running statistics (track_running_stats=False)"
+            )
+        return mean, var
 
     def _bn_gain(self, mean: Tensor, var: Tensor) -> Tensor:
         assert self.bn is not None
@@ -174,7 +188,7 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
     def _unfold_gain(self, w_rows: Tensor) -> Tensor:
         if self.bn is None:
             return w_rows
-        gain = self._bn_gain(self.bn.running_mean, self.bn.running_var).unsqueeze(1)
+        gain = self._bn_gain(*self._running_statistics()).unsqueeze(1)
         # A row whose BN gain is zero contributes nothing whatever its weight.
         safe = torch.where(gain.abs() > 1e-12, gain, torch.ones_like(gain))
         return torch.where(gain.abs() > 1e-12, w_rows / safe, torch.zeros_like(w_rows))
@@ -188,6 +202,7 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._quantize_input(x)
+        bias: Tensor | None
         if self.bn is not None and self.training and not self.bn_frozen:
             weight, bias = self._fold(*self._batch_statistics(x))
         else:
@@ -203,9 +218,11 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
         var = y.var(dim=(0, 2, 3), unbiased=False)
         count = y.numel() / y.shape[1]
         momentum = self.bn.momentum if self.bn.momentum is not None else 0.1
-        self.bn.running_mean.lerp_(mean, momentum)
-        self.bn.running_var.lerp_(var * count / max(count - 1, 1), momentum)
-        self.bn.num_batches_tracked += 1
+        running_mean, running_var = self._running_statistics()
+        running_mean.lerp_(mean, momentum)
+        running_var.lerp_(var * count / max(count - 1, 1), momentum)
+        if self.bn.num_batches_tracked is not None:
+            self.bn.num_batches_tracked.add_(1)
         return mean, var
 
 
@@ -261,13 +278,19 @@ class QuantLinear(_RowQuantMixin, nn.Linear):
         )
         with torch.no_grad():
             layer.weight.copy_(linear.weight)
-            if linear.bias is not None:
+            if layer.bias is not None and linear.bias is not None:
                 layer.bias.copy_(linear.bias)
         layer.train(linear.training)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self._quantize_input(x), self.quantized_weight(), self.bias)
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute (always two entries) as the pair its constructor takes."""
+    height, width = values
+    return height, width
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)

@@ -30,6 +30,10 @@ class RowWeightQuantizer(nn.Module):
             [ 0.5000,  0.0000]])
     """
 
+    row_codes: Tensor
+    _perm: Tensor
+    _inverse: Tensor
+
     def __init__(self, assignment: RowAssignment, elements_per_row: int) -> None:
         super().__init__()
         self.elements_per_row = elements_per_row
