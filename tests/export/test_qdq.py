@@ -67,6 +67,23 @@ def test_onnxruntime_fuses_into_integer_kernels(
     assert ops["QLinearConv"] == 4 and ops["QGemm"] == 1
 
 
+def test_4_bit_activations_fuse_too(tmp_path: Path) -> None:
+    data = batches((8, 3, 32, 32))
+    net = quantize(tiny_resnet(), Recipe.preset("rmsmp", act_bits=4), data)
+    path = export_qdq(net, data[0][:1], tmp_path / "m.onnx")
+    model = onnx.load(path)
+    clips = [n for n in model.graph.node if n.op_type == "Clip"]
+    # The 4-bit unsigned levels are clamped as uint8 between Q and DQ, to 0..15.
+    values = _initializers(model)
+    integer_clips = [c for c in clips if values[c.input[1]].dtype == np.uint8]
+    assert integer_clips and all(int(values[c.input[2]]) == 15 for c in integer_clips)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
+    assert ops["QLinearConv"] == 4 and ops["QGemm"] == 1  # as at A8
+
+
 @pytest.mark.parametrize("act_bits", [4, 8])
 def test_onnxruntime_agrees_with_fake_quant(act_bits: int, tmp_path: Path) -> None:
     data = batches((8, 3, 32, 32))

@@ -9,8 +9,10 @@ integers exceed int8 (PoT above 5 bits) are refused. The bias is ``int32`` at sc
 ``input step * row step``, as onnxruntime's own quantizer writes it. Each tensor that a
 quantised layer reads is quantised once, per tensor, at that layer's calibrated input step
 (the finest one where several layers read it): ``uint8`` for unsigned levels, ``int8`` for
-signed ones, zero point 0, and, where the quantiser's range is narrower than the type's
-(4-bit activations, the symmetric signed grid), a float ``Clip`` to the range first. Every
+signed ones, zero point 0; where the quantiser's range is narrower than the type's, a
+``uint8`` ``Clip`` between ``QuantizeLinear`` and ``DequantizeLinear`` (4-bit activations:
+onnxruntime still fuses the convolutions around it) or, for signed grids, a float ``Clip``
+ahead of ``QuantizeLinear``. Every
 reader of that tensor (a residual addition too) takes the dequantised value, as mixq's
 integer engine does. ReLU, residual additions, pooling, ReLU6/clamp, cat and
 Hardswish/SiLU/Sigmoid stay float ops between the Q/DQ pairs.
@@ -132,23 +134,29 @@ class _QdqExporter(FakeQuantExporter):
         step = float(act.step)
         low, high = activation_range(act)
         signed = bool(act.signed)
-        type_low, type_high = (-128, 127) if signed else (0, 255)
-        if (low, high) != (type_low, type_high):
-            # Saturation of the 8-bit type would not stop at the quantiser's range.
-            x = self.graph.op(
-                "Clip",
-                [
-                    x,
-                    self._float(f"{base}/min", low * step),
-                    self._float(f"{base}/max", high * step),
-                ],
-                base,
-            )
+        dtype = np.int8 if signed else np.uint8
+        narrower = (low, high) != ((-128, 127) if signed else (0, 255))
+        if narrower and signed:
+            # Saturation of the 8-bit type would not stop at the quantiser's range. Signed:
+            # a float Clip ahead, since onnxruntime turns int8 activations to uint8 only
+            # where QuantizeLinear feeds DequantizeLinear directly.
+            bounds = [
+                self._float(f"{base}/min", low * step),
+                self._float(f"{base}/max", high * step),
+            ]
+            x = self.graph.op("Clip", [x, *bounds], base)
         scale = self._float(f"{base}/scale", step)
-        zero = self.graph.constant(
-            f"{base}/zero", np.array(0, dtype=np.int8 if signed else np.uint8)
-        )
+        zero = self.graph.constant(f"{base}/zero", np.array(0, dtype=dtype))
         q = self.graph.op("QuantizeLinear", [x, scale, zero], base)
+        if narrower and not signed:
+            # Unsigned (4-bit activations): a uint8 Clip between Q and DQ, the same levels
+            # (clamp(round(x / step))), and the producing Conv keeps its output Q, so
+            # onnxruntime fuses it into QLinearConv (a float Clip ahead of Q prevents that).
+            bounds = [
+                self.graph.constant(f"{base}/{what}", np.array(value, dtype=dtype))
+                for what, value in (("qmin", low), ("qmax", high))
+            ]
+            q = self.graph.op("Clip", [q, *bounds], base)
         dq = self.graph.op("DequantizeLinear", [q, scale, zero], base)
         self.steps[dq] = step
         return dq
