@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mixq.integer.compile import IntegerModel
-from mixq.nn.layers import QUANT_LAYERS
+from mixq.nn.layers import QUANT_LAYERS, QuantLayer
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def compare_layers(
     return [LayerAgreement(name, *values) for name, values in totals.items()]
 
 
-def _capture_fake(model: nn.Module, layers: dict[str, nn.Module], x: Tensor) -> dict[str, Tensor]:
+def _capture_fake(model: nn.Module, layers: dict[str, QuantLayer], x: Tensor) -> dict[str, Tensor]:
     levels: dict[str, Tensor] = {}
     handles = []
     for name, layer in layers.items():

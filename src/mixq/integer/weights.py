@@ -17,6 +17,7 @@ from torch import Tensor
 from mixq.errors import IntegerConversionError, SchemeError, UnsupportedLayerError
 from mixq.fakequant import MIN_SCALE, round_to_grid
 from mixq.grids import integer_magnitudes
+from mixq.nn.layers import QUANT_LAYERS
 from mixq.schemes import Candidate, Scheme
 
 _MAX_DENOMINATOR = 2**30
@@ -55,6 +56,8 @@ def integer_weights(layer: torch.nn.Module) -> IntegerWeights:
     The rounding repeats :func:`mixq.fakequant.fake_quant_rows` operation for operation in
     float32, so every integer is the level the fake-quantised model uses.
     """
+    if not isinstance(layer, QUANT_LAYERS):
+        raise UnsupportedLayerError(f"{type(layer).__name__} is not a QuantConv2d or QuantLinear")
     quantizer = layer.weight_quant
     if not quantizer.enabled:
         raise UnsupportedLayerError("weight quantisation is switched off; switch it on first")

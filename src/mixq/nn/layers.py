@@ -294,3 +294,4 @@ def _pair(values: tuple[int, ...]) -> tuple[int, int]:
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear)
+QuantLayer = QuantConv2d | QuantLinear
