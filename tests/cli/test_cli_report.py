@@ -70,6 +70,8 @@ def test_accuracy_against_bits_from_result_files(
         ([], 1, "nothing to report"),
         (["missing.safetensors"], 1, "checkpoint not found"),
         (["--results", "RESULTS_BAD"], 1, "is not a result file"),
+        (["--results", "RESULTS_BINARY"], 1, "binary.json is not UTF-8 text"),
+        (["--results", "RESULTS_BROKEN"], 1, "broken.json is not valid JSON"),
         (["--results", "RESULTS_OK", "--metric", "spearman"], 1, "'eq_bits' and 'spearman'"),
         (["--frobnicate"], 2, "unrecognized arguments: --frobnicate"),
     ],
@@ -80,7 +82,10 @@ def test_bad_input_exit_codes(
     (tmp_path / "bad.json").write_text('{"rows": []}')
     rows = [{"method": "fixed4", "eq_bits": 4.0, "top1": 0.5}]
     ResultFile.new("x", "x", {}, rows).save(tmp_path / "ok.json")
-    paths = {"RESULTS_BAD": str(tmp_path / "bad.json"), "RESULTS_OK": str(tmp_path / "ok.json")}
+    (tmp_path / "binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    (tmp_path / "broken.json").write_text('{"rows": [')
+    names = {"BAD": "bad", "OK": "ok", "BINARY": "binary", "BROKEN": "broken"}
+    paths = {f"RESULTS_{key}": str(tmp_path / f"{name}.json") for key, name in names.items()}
     argv = ["report", *[paths.get(a, a) for a in args], "-o", str(tmp_path / "out")]
     assert main(argv) == code
     err = capsys.readouterr().err
