@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -313,9 +313,7 @@ def _set_bn_mode(model: nn.Module, config: TrainConfig, epoch: int) -> None:
     frozen = not config.bn_batch_stats or frozen_late
     for module in model.modules():
         if isinstance(module, QuantConv2d):
-            # QuantConv2d does not declare bn_frozen, so mypy takes nn.Module's
-            # Tensor | Module attribute type; the attribute is a plain bool.
-            cast(Any, module).bn_frozen = frozen
+            module.bn_frozen = frozen
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and frozen:
             module.eval()  # a float model's BN: use and keep its running statistics
 
