@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mixq.errors import IntegerConversionError
 from mixq.integer.dyadic import MULTIPLIER_BITS, Dyadic
@@ -54,7 +55,8 @@ from mixq.integer.supported import (
     is_global,
 )
 from mixq.integer.weights import IntegerWeights, integer_weights
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
+from mixq.nn.act_quant import ActQuantizer
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLayer
 
 INT32_LIMIT = 2**31 - 1
 # |acc * m + offset + residual * m_res + 2^(c-1)| stays below this (int64 with room).
@@ -92,7 +94,7 @@ class _Pending:
     """A quantised layer's output not yet requantised: what the fused layer will absorb."""
 
     name: str
-    layer: nn.Module
+    layer: QuantLayer
     weights: IntegerWeights
     source: fx.Node  # the original node whose value this is
     inputs: _Levels
@@ -104,9 +106,8 @@ class _Pending:
 _Value = _Levels | _Float | _Pending
 
 
-def grid_of(layer: nn.Module) -> Grid:
+def grid_of(act: ActQuantizer) -> Grid:
     """The grid of a quantised layer's input quantiser."""
-    act = layer.act_quant
     high = act.levels
     return Grid(float(act.step), -high if act.signed else 0, high)
 
@@ -204,10 +205,20 @@ class _Builder:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _value(self, arg: Any) -> _Value:
+    def _node(self, arg: Any) -> fx.Node:
+        """``arg`` as a graph node that holds a value."""
         if not isinstance(arg, fx.Node) or arg not in self.env:
             raise IntegerConversionError(f"expected a tensor from the graph, got {arg!r}")
-        return self.env[arg]
+        return arg
+
+    def _value(self, arg: Any) -> _Value:
+        return self.env[self._node(arg)]
+
+    def _emitted(self, node: fx.Node) -> _Levels | _Float:
+        """The value of a node already emitted into the new graph (never a pending layer)."""
+        value = self.env[node]
+        assert not isinstance(value, _Pending), f"{node.name}: pending layer not materialised"
+        return value
 
     def _call(self, name: str, module: nn.Module, *args: Any) -> fx.Node:
         base = name.replace(".", "_") or "module"
@@ -270,23 +281,24 @@ class _Builder:
             module = self.modules.get(str(user.target)) if user.op == "call_module" else None
             if isinstance(module, QUANT_LAYERS):
                 if module.act_quant is not None:
-                    grids.append(grid_of(module))
+                    grids.append(grid_of(module.act_quant))
             elif _preserves_levels(user, module):
                 queue.extend(user.users)
         return min(grids, key=lambda g: g.step) if grids else None
 
     # -- quantised layers -----------------------------------------------------------------
 
-    def _quant_layer(self, node: fx.Node, layer: nn.Module) -> None:
+    def _quant_layer(self, node: fx.Node, layer: QuantLayer) -> None:
         name = str(node.target)
-        if layer.act_quant is None:
+        act = layer.act_quant
+        if act is None:
             raise IntegerConversionError(
                 f"layer {name!r} has a float input (act_bits 0); the integer engine needs "
                 "every quantised layer's input quantised"
             )
-        if not layer.act_quant.enabled:  # calibration was checked before tracing
+        if not act.enabled:  # calibration was checked before tracing
             raise IntegerConversionError(f"layer {name!r}: input quantiser switched off")
-        grid = grid_of(layer)
+        grid = grid_of(act)
         q_node = self._on_grid(self._levels(node.args[0]), grid, name)
         weights = integer_weights(layer)
         self.env[node] = _Pending(name, layer, weights, node, _Levels(q_node, grid))
@@ -345,7 +357,7 @@ class _Builder:
             return
         levels = self._levels(node.args[0])
         if isinstance(levels, _Float):
-            self.env[node] = _Float(self.graph.node_copy(node, lambda n: self.env[n].node))
+            self.env[node] = _Float(self.graph.node_copy(node, lambda n: self._emitted(n).node))
             return
         lo, hi = _clamped_range(levels.grid, low, high)
         new = self.graph.call_function(torch.clamp, (levels.node, lo, hi))
@@ -365,29 +377,30 @@ class _Builder:
         for arg in node.all_input_nodes:
             if isinstance(self.env.get(arg), _Pending):
                 self._levels(arg)
-        new = self.graph.node_copy(node, lambda n: self.env[n].node)
-        first = next((self.env[a] for a in node.all_input_nodes), None)
-        self.env[node] = replace(first, node=new) if first is not None else _Float(new)
+        new = self.graph.node_copy(node, lambda n: self._emitted(n).node)
+        first = next((self._emitted(a) for a in node.all_input_nodes), None)
+        self.env[node] = _with_node(first, new) if first is not None else _Float(new)
 
     def _copy_levels(self, node: fx.Node, call: Any) -> None:
         value = self._levels(node.args[0])
         target, args = call(value.node)
-        self.env[node] = replace(value, node=self.graph.call_function(target, args))
+        self.env[node] = _with_node(value, self.graph.call_function(target, args))
 
     def _add(self, node: fx.Node) -> None:
         args = [a for a in (*node.args, *node.kwargs.values()) if a is not None]
         if len(args) != 2 or not all(isinstance(a, fx.Node) for a in args):
             raise IntegerConversionError(f"node {node.name}: add with a constant or alpha")
-        values = [self._value(a) for a in args]
+        nodes = [self._node(a) for a in args]
+        values = [self.env[a] for a in nodes]
         for index in (0, 1):
-            pending, other = values[index], args[1 - index]
+            pending, other = values[index], nodes[1 - index]
             if _absorbs_residual(pending):
                 residual = self._residual_levels(other, node)
                 if isinstance(residual, _Levels):
                     assert isinstance(pending, _Pending)
                     self.env[node] = replace(pending, source=node, residual=residual)
                     return
-        left, right = (self._levels(a) for a in args)
+        left, right = (self._levels(a) for a in nodes)
         if isinstance(left, _Float) or isinstance(right, _Float):
             if isinstance(left, _Float) and isinstance(right, _Float):
                 self._copy(node)
@@ -410,7 +423,10 @@ class _Builder:
         return self._levels(arg)
 
     def _cat(self, node: fx.Node) -> None:
-        tensors = node.args[0] if node.args else node.kwargs["tensors"]
+        listed = node.args[0] if node.args else node.kwargs["tensors"]
+        if not isinstance(listed, list | tuple):
+            raise IntegerConversionError(f"node {node.name}: cat of {listed!r}, not a list")
+        tensors = [self._node(t) for t in listed]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         grid = self._target(node)
         values = [self._value(t) for t in tensors]
@@ -478,14 +494,14 @@ class _Builder:
         self.graph.output(value.node)
 
 
-_TABLE_FUNCTIONS = {
+_TABLE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "hardswish": F.hardswish,
     "silu": F.silu,
     "sigmoid": torch.sigmoid,
 }
 
 
-def lookup_table(function: str, grid: Grid, out: Grid) -> torch.Tensor:
+def lookup_table(function: str, grid: Grid, out: Grid) -> Tensor:
     """``clamp(round(f(level * step) / out_step))`` for every input level of ``grid``."""
     levels = torch.arange(grid.low, grid.high + 1, dtype=torch.float64)
     values = _TABLE_FUNCTIONS[function](levels * grid.step) / out.step
@@ -611,17 +627,24 @@ def _call_bounds(node: fx.Node) -> tuple[float, float]:
     """The real bounds of a clamp/clip/hardtanh call (constants only)."""
     names = ("min_val", "max_val") if node.target is F.hardtanh else ("min", "max")
     defaults = (-1.0, 1.0) if node.target is F.hardtanh else (None, None)
-    bounds = []
+    bounds: list[float | None] = []
     for index, (name, default) in enumerate(zip(names, defaults, strict=True)):
         value = node.kwargs.get(
             name, node.args[index + 1] if len(node.args) > index + 1 else default
         )
         if isinstance(value, fx.Node):
             raise IntegerConversionError(f"node {node.name}: clamp to a tensor bound")
+        if value is not None and not isinstance(value, int | float):
+            raise IntegerConversionError(f"node {node.name}: clamp to a bound of {value!r}")
         bounds.append(value)
     low = -math.inf if bounds[0] is None else float(bounds[0])
     high = math.inf if bounds[1] is None else float(bounds[1])
     return low, high
+
+
+def _with_node(value: _Levels | _Float, node: fx.Node) -> _Levels | _Float:
+    """The same levels (or float value), held by another node of the new graph."""
+    return replace(value, node=node) if isinstance(value, _Levels) else _Float(node)
 
 
 def _single(value: Any) -> int:

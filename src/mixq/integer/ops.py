@@ -48,6 +48,8 @@ def _buffer(values: np.ndarray | Tensor) -> Tensor:
 class QuantizeInput(nn.Module):
     """The entrance: ``clamp(round(x / step), low, high)``, as the fake quantiser computes it."""
 
+    step: Tensor
+
     def __init__(self, step: Tensor, low: int, high: int) -> None:
         super().__init__()
         self.register_buffer("step", step.detach().float().reshape(()).clone())
@@ -63,6 +65,9 @@ class QuantizeInput(nn.Module):
 
 class Requantize(nn.Module):
     """``clamp(round(x * m / 2^c), low, high)``: an int tensor to a layer's input levels."""
+
+    multiplier: Tensor
+    shift: Tensor
 
     def __init__(self, multiplier: int, shift: int, low: int, high: int) -> None:
         super().__init__()
@@ -80,6 +85,9 @@ class Requantize(nn.Module):
 class Rescale(nn.Module):
     """``round(x * m / 2^c)``: moves an int tensor to another scale (a residual branch)."""
 
+    multiplier: Tensor
+    shift: Tensor
+
     def __init__(self, multiplier: int, shift: int) -> None:
         super().__init__()
         self.register_buffer("multiplier", torch.tensor(int(multiplier)))
@@ -92,6 +100,9 @@ class Rescale(nn.Module):
 class GlobalAvgPool(nn.Module):
     """Sum over the spatial positions, then one dyadic multiply for ``1/N`` and the rescale
     to the next quantiser's levels, clamped to its range (``low=None``: no clamp)."""
+
+    multiplier: Tensor
+    shift: Tensor
 
     def __init__(
         self,
@@ -133,6 +144,10 @@ class AddLevels(nn.Module):
     """Two quantisers' levels added into a third's: ``clamp((a*m_a + b*m_b + 2^(c-1)) >> c,
     low, high)`` (a residual addition neither of whose inputs comes straight from a layer)."""
 
+    m_a: Tensor
+    m_b: Tensor
+    shift: Tensor
+
     def __init__(self, m_a: int, m_b: int, shift: int, low: int, high: int) -> None:
         super().__init__()
         self.register_buffer("m_a", torch.tensor(int(m_a)))
@@ -150,6 +165,8 @@ class AddLevels(nn.Module):
 class Lookup(nn.Module):
     """An elementwise function on levels ``low..low+len(table)-1`` as a table of the next
     quantiser's levels (how integer runtimes run Hardswish, SiLU and Sigmoid)."""
+
+    table: Tensor
 
     def __init__(self, table: Tensor, low: int, function: str) -> None:
         super().__init__()
@@ -178,6 +195,12 @@ class IntegerLayer(nn.Module):
     their common denominator; ``groups`` lists them per scheme with their shift-add terms
     (what PoT/SP2 hardware adds up; :meth:`accumulate_shift_add` runs that way).
     """
+
+    multiplier: Tensor
+    shift: Tensor
+    offset: Tensor
+    weight: Tensor
+    residual_multiplier: Tensor
 
     def __init__(
         self,
@@ -252,7 +275,7 @@ class IntegerLayer(nn.Module):
         convolution per set bit (additions only), shifted and added."""
         out = torch.zeros_like(self.accumulate(q))
         for _, rows, terms in self.groups:
-            acc = 0
+            acc: Tensor | int = 0
             for bit, values in terms:
                 weight = torch.zeros_like(self._float_weight)
                 weight[rows] = values.double()
