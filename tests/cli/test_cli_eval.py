@@ -13,6 +13,7 @@ from mixq.cli._common import load_model
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import get_model, top1
 from mixq.cli.main import main
+from mixq.integer import evaluate_exact
 from mixq.recipe import Recipe
 from mixq.summary import describe
 
@@ -25,17 +26,21 @@ def _printed_top1(text: str) -> float:
     return float(re.search(r"top-1 ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
 
 
-def test_quantised_top1_matches_the_model_and_is_written(
+def test_quantised_top1_is_the_deployed_integer_models_and_is_written(
     quantized: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert _eval(str(quantized), "-o", str(tmp_path), tiny_data=tiny_data) == 0
     printed = capsys.readouterr().out
     model = load_model(quantized, None).model
-    expected = top1(model, get_model(TINY_MODEL).loader("test", 7, root=tiny_data))
-    assert _printed_top1(printed) == pytest.approx(expected, abs=5e-5)
-    assert "on 60 test images" in printed
+    loader = get_model(TINY_MODEL).loader("test", 7, root=tiny_data)
+    expected = evaluate_exact(model, loader, engine="reference")  # another engine, same integers
+    assert _printed_top1(printed) == pytest.approx(expected.top1, abs=5e-5)
+    assert "on 60 test images" in printed and "(integer-int8)" in printed
+    assert f"{expected.fake_quant_disagreements} of 60 predictions differ" in printed
     (row,) = ResultFile.load(tmp_path / "eval.json").rows
-    assert row["method"] == "rmsmp" and row["top1"] == expected
+    assert row["method"] == "rmsmp" and row["evaluated"] == "integer-int8"
+    assert row["top1"] == expected.top1
+    assert row["fake_quant_disagreements"] == expected.fake_quant_disagreements
     assert row["eq_bits"] == pytest.approx(describe(model).eq_bits, abs=1e-4)
 
 
@@ -70,21 +75,25 @@ def test_switching_all_quantisation_off_gives_the_float_accuracy(
     assert "on 30 test images" in capsys.readouterr().out
 
 
-def test_integer_engines_match_the_fake_quantised_model(
+def test_every_engine_gives_the_same_figure_and_fake_quant_its_own(
     quantized: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert _eval(str(quantized), tiny_data=tiny_data) == 0
-    fake_top1 = _printed_top1(capsys.readouterr().out)
-    for engine in ("reference", "int8"):
-        args = ("--integer", engine, "-o", str(tmp_path))
-        assert _eval(str(quantized), *args, tiny_data=tiny_data) == 0
+    rows = {}
+    for flag in (["--integer", "reference"], ["--integer", "int8"], ["--fake-quant"]):
+        assert _eval(str(quantized), *flag, "-o", str(tmp_path), tiny_data=tiny_data) == 0
         printed = capsys.readouterr().out
         (row,) = ResultFile.load(tmp_path / "eval.json").rows
-        assert row["method"] == f"rmsmp-integer-{engine}" and row["top1"] == _printed_top1(printed)
-        assert "predictions differ from the fake-quantised model's" in printed
-        # Every disagreement moves top-1 by at most one image of 60.
-        assert abs(row["top1"] - fake_top1) <= row["disagreements"] / 60 + 1e-9
-        assert row["disagreements"] <= 1
+        assert row["top1"] == pytest.approx(_printed_top1(printed), abs=5e-5)
+        rows[flag[-1]] = row
+    assert rows["reference"]["top1"] == rows["int8"]["top1"]
+    assert rows["reference"]["fake_quant_disagreements"] == rows["int8"]["fake_quant_disagreements"]
+    fake = rows["--fake-quant"]
+    assert fake["evaluated"] == "fake-quant" and "fake_quant_disagreements" not in fake
+    model = load_model(quantized, None).model
+    assert fake["top1"] == top1(model, get_model(TINY_MODEL).loader("test", 16, root=tiny_data))
+    # Every disagreement moves top-1 by at most one image of 60.
+    gap = abs(rows["int8"]["top1"] - fake["top1"])
+    assert gap <= rows["int8"]["fake_quant_disagreements"] / 60 + 1e-9
 
 
 @pytest.mark.parametrize(
@@ -97,7 +106,8 @@ def test_integer_engines_match_the_fake_quantised_model(
         (["QUANT", "--images", "0"], 2, "must be >= 1"),
         (["QUANT", "--model", "vgg"], 1, "unknown model 'vgg'"),
         (["QUANT", "--integer", "gpu"], 2, "invalid choice: 'gpu'"),
-        (["FLOAT", "--model", TINY_MODEL, "--integer"], 1, "--integer needs a quantised"),
+        (["FLOAT", "--model", TINY_MODEL, "--integer"], 1, "--integer and --fake-quant need"),
+        (["QUANT", "--integer", "--fake-quant"], 2, "not allowed with argument"),
     ],
 )
 def test_bad_input_exit_codes(

@@ -66,7 +66,15 @@ def test_threads_option_sets_and_restores_torch_threads(quantized: Path, tiny_da
 
     eval_command.top1 = spy  # type: ignore[assignment]
     try:
-        args = ["eval", str(quantized), "--data-dir", str(tiny_data), "--batch-size", "20"]
+        args = [
+            "eval",
+            str(quantized),
+            "--data-dir",
+            str(tiny_data),
+            "--batch-size",
+            "20",
+            "--fake-quant",
+        ]
         assert main([*args, "--threads", "1", "-q"]) == 0
     finally:
         eval_command.top1 = original  # type: ignore[assignment]

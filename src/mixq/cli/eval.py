@@ -1,23 +1,24 @@
 """``mixq eval``: top-1 accuracy of a quantised checkpoint or of float weights.
 
-    mixq eval out/quantized.safetensors
-    mixq eval out/quantized.safetensors --float activations   # quantised weights, float inputs
-    mixq eval out/quantized.safetensors --integer              # integer-only engine
-    mixq eval out/quantized.safetensors --integer int8         # the int8 GEMM path
+    mixq eval out/quantized.safetensors                         # the deployed integer model
+    mixq eval out/quantized.safetensors --integer reference     # the same integers, int64 engine
+    mixq eval out/quantized.safetensors --fake-quant            # the float simulation instead
+    mixq eval out/quantized.safetensors --float activations     # quantised weights, float inputs
     mixq eval resnet20-12fca82f.th --model resnet20 -o results/
     mixq eval out/quantized.safetensors --timing --images 512 --threads 1   # images per second
 
-``--float`` switches quantisation off in the same model (``all``, or only ``weights`` or
-``activations``), to see which part costs accuracy. ``--integer`` converts the model to integers
-(``mixq.to_integer``) and evaluates that, counting the predictions that differ from the
-fake-quantised model's on the same images. Nothing is written unless ``--output`` says
-where: then ``eval.json`` (one result row: method, eq_bits, top1, weight_kib; its
-``command`` reproduces the run), which ``mixq report --results`` plots. ``--timing`` also
-measures images per second of float, fake-quant and every integer engine on the same test
-batches (``--timing-batches`` of them, ``--batch-size`` images each) and, with
-``--output``, writes them to ``timing.json``. Today ``--integer`` reports the integer model's
-top-1 and how far it is from the fake-quantised one; once the evaluated model is
-integer-exact the two figures are the same.
+A quantised checkpoint is evaluated as it is deployed: converted to integers
+(``mixq.to_integer``, on the ``int8`` engine unless ``--integer`` names another; every
+engine computes the same integers) and run, with the number of predictions the
+fake-quantised float model makes differently printed beside it. ``--fake-quant`` reports
+the fake-quantised model instead; a model the integer engine cannot convert falls back to
+it with a warning that says so. ``--float`` switches quantisation off in the same model
+(``all``, or only ``weights`` or ``activations``), to see which part costs accuracy.
+Nothing is written unless ``--output`` says where: then ``eval.json`` (one result row:
+method, evaluated, eq_bits, top1, weight_kib; its ``command`` reproduces the run), which
+``mixq report --results`` plots. ``--timing`` also measures images per second of float,
+fake-quant and every integer engine on the same test batches (``--timing-batches`` of them,
+``--batch-size`` images each) and, with ``--output``, writes them to ``timing.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ from mixq.cli._common import (
 )
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import top1
-from mixq.errors import CheckpointError
+from mixq.errors import (
+    CheckpointError,
+    IntegerConversionError,
+    UnsupportedLayerError,
+)
 from mixq.integer import to_integer
 from mixq.integer.compile import ENGINES
 from mixq.integer.ops import Engine
@@ -54,6 +59,7 @@ log = logging.getLogger("mixq")
 FLOAT_PARTS = ("all", "weights", "activations")
 EVAL_NAME = "eval.json"
 TIMING_NAME = "timing.json"
+DEFAULT_ENGINE = "int8"  # the same integers as every engine, without a first-use C++ build
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -66,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument("checkpoint", type=Path, help="quantized.safetensors or float weights")
     add_model_option(parser, required=False)
-    parser.add_argument(
+    # One model per run: the deployed integers, the fake-quant simulation, or parts in float.
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--float",
         dest="float_part",
         nargs="?",
@@ -74,12 +82,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         choices=FLOAT_PARTS,
         help="evaluate with quantisation of these switched off (alone: all)",
     )
-    parser.add_argument(
+    which.add_argument(
         "--integer",
         nargs="?",
-        const="reference",
+        const=DEFAULT_ENGINE,
         choices=ENGINES,
-        help="evaluate the integer-only model on this engine (alone: reference)",
+        help=f"the integer engine that runs the deployed model (default {DEFAULT_ENGINE})",
+    )
+    which.add_argument(
+        "--fake-quant",
+        action="store_true",
+        help="evaluate the fake-quantised float simulation instead of the deployed integers",
     )
     parser.add_argument(
         "--images", type=positive_int, help="a class-balanced subset of the test set"
@@ -101,30 +114,36 @@ def planned_outputs(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = "cpu" if args.integer else args.torch_device  # the integer engines run on the CPU
+    deployed = not (args.fake_quant or args.float_part)
+    device = "cpu" if deployed else args.torch_device  # the integer engines run on the CPU
     loaded = load_model(args.checkpoint, args.model, device, args.data)
     if args.float_part and not loaded.quantized:
         raise CheckpointError("--float needs a quantised checkpoint; these weights are float")
-    if args.integer and (args.float_part or not loaded.quantized):
-        raise CheckpointError("--integer needs a quantised checkpoint and no --float")
+    if (args.integer or args.fake_quant) and not loaded.quantized:
+        raise CheckpointError("--integer and --fake-quant need a quantised checkpoint")
     if args.timing and not loaded.quantized:
         raise CheckpointError("--timing needs a quantised checkpoint")
     loader = loaded.spec.loader("test", args.batch_size, root=args.data_dir, limit=args.images)
-    if args.integer:
-        accuracy, disagreements = _integer_top1(loaded, args.integer, loader, not args.quiet)
+    engine = args.integer or DEFAULT_ENGINE
+    integer = _integer_model(loaded, engine, explicit=args.integer is not None)
+    deployed = deployed and loaded.quantized and integer is not None
+    disagreements = None
+    if deployed:
+        accuracy, disagreements = _integer_top1(loaded, integer, loader, not args.quiet)
     else:
         with _switched_off(loaded, args.float_part):
             accuracy = top1(loaded.model, loader, progress=not args.quiet)
     row = _row(loaded, args.float_part, accuracy)
+    row["evaluated"] = _evaluated(loaded, args.float_part, engine if deployed else None)
     images = args.images or len(loader.dataset)  # type: ignore[arg-type]
-    if args.integer:
-        row["method"] = f"{row['method']}-integer-{args.integer}"
-        row["disagreements"] = disagreements
+    if disagreements is not None:
+        row["fake_quant_disagreements"] = disagreements
     print(
-        f"{loaded.spec.name} {row['method']}: top-1 {accuracy:.4f} on {images} test images, "
-        f"{row['eq_bits']:.3f} equivalent bits, {row['weight_kib']:.1f} KiB"
+        f"{loaded.spec.name} {row['method']} ({row['evaluated']}): top-1 {accuracy:.4f} on "
+        f"{images} test images, {row['eq_bits']:.3f} equivalent bits, "
+        f"{row['weight_kib']:.1f} KiB"
     )
-    if args.integer:
+    if disagreements is not None:
         print(f"{disagreements} of {images} predictions differ from the fake-quantised model's")
     if args.output is not None:
         settings = {"model": loaded.spec.name, "images": images, "checkpoint": str(args.checkpoint)}
@@ -166,6 +185,7 @@ def eval_command(args: argparse.Namespace) -> str:
         ("--model", args.model),
         ("--float", args.float_part),
         ("--integer", args.integer),
+        ("--fake-quant", "" if args.fake_quant else None),
         ("--images", args.images),
         ("--timing", "" if args.timing else None),
         ("--timing-batches", args.timing_batches if args.timing else None),
@@ -181,12 +201,33 @@ def eval_command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def _integer_model(loaded: LoadedModel, engine: Engine, *, explicit: bool) -> Any:
+    """The deployed integer model, or None (with a warning) where the engine cannot run the
+    model and no engine was asked for by name."""
+    if not loaded.quantized:
+        return None
+    try:
+        return to_integer(loaded.model, loaded.spec.example_input(), engine=engine)
+    except (IntegerConversionError, UnsupportedLayerError) as exc:
+        if explicit:
+            raise
+        log.warning("not deployable as integers (%s); evaluating the fake-quantised model", exc)
+        return None
+
+
+def _evaluated(loaded: LoadedModel, part: str | None, engine: str | None) -> str:
+    if not loaded.quantized:
+        return "float"
+    if part is not None:
+        return f"float-{part}"
+    return f"integer-{engine}" if engine else "fake-quant"
+
+
 @torch.no_grad()
 def _integer_top1(
-    loaded: LoadedModel, engine: Engine, loader: Any, progress: bool
+    loaded: LoadedModel, integer: Any, loader: Any, progress: bool
 ) -> tuple[float, int]:
     """Top-1 of the integer model, and how many predictions differ from fake-quant's."""
-    integer = to_integer(loaded.model, loaded.spec.example_input(), engine=engine)
     loaded.model.eval()
     correct = total = disagreements = 0
     for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
