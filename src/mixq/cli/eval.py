@@ -59,7 +59,7 @@ log = logging.getLogger("mixq")
 FLOAT_PARTS = ("all", "weights", "activations")
 EVAL_NAME = "eval.json"
 TIMING_NAME = "timing.json"
-DEFAULT_ENGINE = "int8"  # the same integers as every engine, without a first-use C++ build
+DEFAULT_ENGINE: Engine = "int8"  # the same integers as every engine, without a first-use C++ build
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timing and not loaded.quantized:
         raise CheckpointError("--timing needs a quantised checkpoint")
     loader = loaded.spec.loader("test", args.batch_size, root=args.data_dir, limit=args.images)
-    engine = args.integer or DEFAULT_ENGINE
+    engine: Engine = args.integer or DEFAULT_ENGINE
     integer = _integer_model(loaded, engine, explicit=args.integer is not None)
     deployed = deployed and loaded.quantized and integer is not None
     disagreements = None
