@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixq.allocation.rows import RowStats, assign_rows
+from mixq.allocation.rows import assign_layer_rows
 from mixq.assignment import RowAssignment
 from mixq.calibrate import calibrate, take_batches
 from mixq.errors import (
@@ -36,11 +36,10 @@ from mixq.mappings import (
     unsupported_weight_layers,
     weight_row_count,
 )
-from mixq.nn.weight_quant import quantization_errors
 from mixq.plan import Plan
 from mixq.ptq.rounding import apply_error_feedback
 from mixq.recipe import LayerConfig, Recipe
-from mixq.scoring import RowScorer, get_scorer, row_shape
+from mixq.scoring import RowScorer, get_scorer
 
 QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)  # the built-ins
 
@@ -241,18 +240,14 @@ def _swap_layer(
 def _assign(
     name: str, w_rows: torch.Tensor, config: LayerConfig, recipe: Recipe, scorer: RowScorer
 ) -> RowAssignment:
-    ratio = config.ratio
-    if len(ratio.candidates) == 1:
-        return RowAssignment.uniform(ratio.candidates[0], w_rows.shape[0])
-    errors = {}
-    if recipe.scheme_rule == "error":
-        errors = {
-            c: e.double().cpu().numpy()
-            # With the clip levels the layer will use, so the errors compared are its own.
-            for c, e in quantization_errors(w_rows, ratio.candidates, recipe.scale_method).items()
-        }
-    stats = RowStats(scorer(name, w_rows, ratio), row_shape(w_rows), errors)
-    return assign_rows(ratio, stats, recipe.scheme_rule)
+    # The one rule the Hessian scorer and the perturbation tables use too.
+    return assign_layer_rows(
+        w_rows,
+        config.ratio,
+        lambda: scorer(name, w_rows, config.ratio),
+        recipe.scheme_rule,
+        recipe.scale_method,
+    )
 
 
 def _check_finite(name: str, layer: nn.Module, bn: nn.Module | None) -> None:
