@@ -21,6 +21,7 @@ from torch import nn
 
 from mixq.assignment import RowAssignment
 from mixq.convert import set_submodule
+from mixq.errors import SensitivityError
 from mixq.fold import find_conv_bn_pairs
 from mixq.nn.layers import QuantConv2d, QuantLinear
 
@@ -49,6 +50,8 @@ def folded_float_copy(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
     for conv_name, bn_name in find_conv_bn_pairs(target).items():
         conv = target.get_submodule(conv_name)
         bn = target.get_submodule(bn_name)
+        # find_conv_bn_pairs pairs only a Conv2d with a BatchNorm2d
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
         quant = QuantConv2d.from_float(
             conv, RowAssignment.uniform(_PLACEHOLDER, conv.out_channels), bn=bn, act_bits=0
         )
@@ -56,6 +59,14 @@ def folded_float_copy(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
         set_submodule(target, conv_name, _plain_copy(conv, weight, bias))
         set_submodule(target, bn_name, nn.Identity())
     return target.eval()
+
+
+def layer_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The detached weight of the layer ``name`` (a mapped type may lack a tensor weight)."""
+    weight = model.get_submodule(name).weight
+    if not isinstance(weight, torch.Tensor):
+        raise SensitivityError(f"layer {name!r} has no weight tensor to measure")
+    return weight.detach()
 
 
 @torch.no_grad()
@@ -69,10 +80,10 @@ def _plain_copy(
         plain = nn.Conv2d(
             layer.in_channels,
             layer.out_channels,
-            layer.kernel_size,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
+            _pair(layer.kernel_size),
+            stride=_pair(layer.stride),
+            padding=layer.padding if isinstance(layer.padding, str) else _pair(layer.padding),
+            dilation=_pair(layer.dilation),
             groups=layer.groups,
             bias=bias is not None,
             padding_mode=layer.padding_mode,
@@ -81,6 +92,12 @@ def _plain_copy(
     else:
         plain = nn.Linear(layer.in_features, layer.out_features, bias=bias is not None, **factory)
     plain.weight.copy_(weight.detach())
-    if bias is not None:
+    if bias is not None and plain.bias is not None:  # plain has a bias exactly when given one
         plain.bias.copy_(bias.detach())
     return plain
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute (always two entries) as the pair its constructor takes."""
+    height, width = values
+    return height, width

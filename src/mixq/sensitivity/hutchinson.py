@@ -38,17 +38,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mixq.batches import cycle_pairs
 from mixq.calibrate import model_device
 from mixq.convert import quantizable_layer_names
 from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
 from mixq.sensitivity.distributed import ProbeShare as _ProbeShare
-from mixq.sensitivity.folded import folded_float_copy
+from mixq.sensitivity.folded import folded_float_copy, layer_weight
 from mixq.sensitivity.hvp import BatchedHvp, LossFn, Weights, make_batched_hvp
 from mixq.sensitivity.moments import RowSampleStats
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
 from mixq.shapes import measure_layer_shapes
+
+_RAN_OUT_HINT = (
+    "; pass a re-iterable (a list or a DataLoader), or lower max_probes or batches_per_probe"
+)
 
 
 def hutchinson_traces(
@@ -79,7 +84,7 @@ def hutchinson_traces(
     start = time.perf_counter()
     target = folded_float_copy(model, fold_bn=config.fold_bn).requires_grad_(False)
     names = _check_layers(target, layers)
-    weights = {n: target.get_submodule(n).weight.detach() for n in names}
+    weights = {n: layer_weight(target, n) for n in names}
     stream = _cycle_pairs(data, model_device(target))
     first = next(stream)
     stream = itertools.chain([first], stream)
@@ -200,34 +205,8 @@ def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
 
 def _cycle_pairs(data: Iterable[Any], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
     """The batches of ``data`` as ``(inputs, targets)`` on ``device``, round and round."""
-    seen = 0
-    while True:
-        fresh = 0
-        for batch in data:
-            fresh += 1
-            seen += 1
-            yield _as_pair(batch, device)
-        if fresh == 0:
-            if seen == 0:
-                raise SensitivityError("the data yielded no batches")
-            raise SensitivityError(
-                f"the data ran out after {seen} batches; pass a re-iterable (a list or a "
-                "DataLoader), or lower max_probes or batches_per_probe"
-            )
-
-
-def _as_pair(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
-    if (
-        isinstance(batch, list | tuple)
-        and len(batch) >= 2
-        and torch.is_tensor(batch[0])
-        and torch.is_tensor(batch[1])
-    ):
-        return batch[0].to(device), batch[1].to(device)
-    raise SensitivityError(
-        "each batch must be an (inputs, targets) pair of tensors, got "
-        f"{type(batch).__name__}: the loss needs the targets"
-    )
+    pairs = cycle_pairs(data, SensitivityError, ran_out_hint=_RAN_OUT_HINT)
+    return ((inputs.to(device), targets.to(device)) for inputs, targets in pairs)
 
 
 def _rademacher(like: Tensor, generator: torch.Generator) -> Tensor:

@@ -44,13 +44,20 @@ def make_hvp(model: nn.Module, loss_fn: LossFn, mode: HvpMode = "forward-over-re
 
     gradient = grad(loss_of)
 
-    def forward_over_reverse(weights: Weights, v: Weights, inputs: Tensor, targets: Tensor):
-        _, hv = jvp(lambda w: gradient(w, inputs, targets), (weights,), (v,))
+    # Without has_aux, jvp gives (output, tangent) and vjp (output, pullback); torch types
+    # both as "that or a triple", so the second item is taken by index.
+    def forward_over_reverse(
+        weights: Weights, v: Weights, inputs: Tensor, targets: Tensor
+    ) -> Weights:
+        hv: Weights = jvp(lambda w: gradient(w, inputs, targets), (weights,), (v,))[1]
         return hv
 
-    def reverse_over_reverse(weights: Weights, v: Weights, inputs: Tensor, targets: Tensor):
-        _, pullback = vjp(lambda w: gradient(w, inputs, targets), weights)
-        return pullback(v)[0]
+    def reverse_over_reverse(
+        weights: Weights, v: Weights, inputs: Tensor, targets: Tensor
+    ) -> Weights:
+        pullback = vjp(lambda w: gradient(w, inputs, targets), weights)[1]
+        hv: Weights = pullback(v)[0]
+        return hv
 
     return forward_over_reverse if mode == "forward-over-reverse" else reverse_over_reverse
 

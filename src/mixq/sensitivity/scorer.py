@@ -23,7 +23,7 @@ from mixq.plan import LayerPlan, Plan
 from mixq.ratio import Ratio
 from mixq.recipe import Recipe
 from mixq.scoring import perturbation_scorer
-from mixq.sensitivity.folded import folded_float_copy
+from mixq.sensitivity.folded import folded_float_copy, layer_weight
 from mixq.sensitivity.table import SensitivityTable
 
 
@@ -56,7 +56,7 @@ def hessian_rmsmp_plan(
     for name, config in recipe.resolve(quantizable_layer_names(folded)).items():
         if config is None:
             continue
-        weight = folded.get_submodule(name).weight.detach()
+        weight = layer_weight(folded, name)
         w_rows = weight.reshape(weight.shape[0], -1)
         assignment = _assignment(name, w_rows, config.ratio, recipe, scorer)
         layers[name] = LayerPlan(config.ratio, config.act_bits, assignment)
