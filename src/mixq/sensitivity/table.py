@@ -18,6 +18,7 @@ import numpy as np
 
 from mixq.errors import SensitivityError
 from mixq.io import atomic_write_text
+from mixq.jsonfile import read_json
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
 
@@ -187,14 +188,7 @@ class SensitivityTable:
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityTable:
-        path = Path(path)
-        if not path.is_file():
-            raise SensitivityError(f"sensitivity table not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SensitivityError(f"sensitivity table {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "sensitivity table", SensitivityError))
 
     def format_rows(self) -> list[str]:
         """One line per layer: weights, trace, trace per weight, relative standard error."""
