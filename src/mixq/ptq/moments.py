@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixq.errors import CalibrationError
-from mixq.nn.layers import QuantConv2d
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 
 # The dtype of each batch's product x^T x; the running sum over batches is float64 either
 # way. Chosen by measurement (benchmarks/ptq_scaling.py, its "precision" rows).
@@ -25,15 +25,24 @@ MOMENT_DTYPE = torch.float64
 
 
 def supports_error_feedback(layer: nn.Module) -> bool:
-    """Grouped convolutions have one input matrix per group; they keep nearest rounding."""
+    """Grouped convolutions have one input matrix per group, and ``padding="same"`` has no
+    unfolded patches to weigh (``F.unfold`` takes numbers only); they keep nearest rounding."""
     if isinstance(layer, QuantConv2d):
-        return layer.groups == 1 and layer.padding_mode == "zeros"
+        return (
+            layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str)
+        )
     return True
 
 
 def input_columns(layer: nn.Module, x: Tensor) -> Tensor:
     """The layer's input as ``(samples, columns)``, the columns of its weight rows."""
     if isinstance(layer, QuantConv2d):
+        if isinstance(layer.padding, str):
+            raise CalibrationError(
+                f"padding={layer.padding!r} has no unfolded input for error-feedback rounding"
+            )
         patches = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
         return patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (B*L, Cin*kh*kw)
     return x.reshape(-1, x.shape[-1])
@@ -51,6 +60,10 @@ class SecondMoment:
         self.count = 0
 
     def add(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not isinstance(module, QUANT_LAYERS):
+            raise CalibrationError(
+                f"second moments are of quantised layers' inputs, not a {type(module).__name__}"
+            )
         x = args[0].detach()
         if module.act_quant is not None:
             x = module.act_quant(x)

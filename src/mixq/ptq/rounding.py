@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from mixq.calibrate import model_device, run_batch
 from mixq.errors import CalibrationError
-from mixq.nn.layers import QUANT_LAYERS
+from mixq.nn.layers import QUANT_LAYERS, QuantLayer
 from mixq.ptq.gptq import gptq_rows
 from mixq.ptq.lockstep import LockstepOrderError, run_in_lockstep
 from mixq.ptq.moments import MOMENT_DTYPE, SecondMoment, supports_error_feedback
@@ -47,7 +47,10 @@ def apply_error_feedback(
     moments = {id(layer): SecondMoment(moment_dtype) for _, layer in layers}
     bar = tqdm(total=len(layers), desc="round", disable=not progress, leave=False)
 
-    def at_layer(layer: nn.Module) -> None:
+    by_id = {id(layer): layer for _, layer in layers}
+
+    def at_layer(module: nn.Module) -> None:  # lockstep calls it with the layers it was given
+        layer = by_id[id(module)]
         moment = moments[id(layer)]
         moment.all_reduce()
         _round_layer(layer, moment.matrix.to(layer.weight.device))
@@ -105,7 +108,7 @@ def apply_error_feedback_layerwise(
     return [name for name, _ in layers]
 
 
-def _rounded_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _rounded_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
     return [
         (n, m)
         for n, m in model.named_modules()
@@ -133,7 +136,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _round_layer(layer: nn.Module, hessian: Tensor) -> None:
+def _round_layer(layer: QuantLayer, hessian: Tensor) -> None:
     w_rows = layer.weight_rows().detach()
     quantizer = layer.weight_quant
     rounded = gptq_rows(w_rows, hessian, lambda col: quantizer(col.unsqueeze(1)).squeeze(1))
