@@ -75,6 +75,22 @@ def test_grouped_convolutions_keep_nearest_rounding() -> None:
     assert not torch.equal(quantized[1].weight, dense_before)
 
 
+def test_convolutions_with_same_padding_keep_nearest_rounding() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding="same"), nn.Conv2d(4, 6, 3, padding=1))
+    batches = [torch.randn(4, 4, 6, 6) for _ in range(2)]
+    recipe = replace(mixq.Recipe.preset("fixed4", first_last=None), weight_rounding="nearest")
+    quantized = mixq.quantize(net, recipe, calibration_data=batches, progress=False)
+    same_before = quantized[0].weight.detach().clone()
+    assert apply_error_feedback(quantized, batches, progress=False) == ["1"]
+    assert torch.equal(quantized[0].weight, same_before)
+
+
+def test_second_moments_are_of_quantised_layers_only() -> None:
+    with pytest.raises(CalibrationError, match="not a Linear"):
+        SecondMoment()(nn.Linear(2, 2), (torch.ones(1, 2),))
+
+
 class _TokenMixer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
