@@ -62,9 +62,22 @@ def test_onnxruntime_fuses_into_integer_kernels(
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
-    # Every conv whose output is requantised directly (all but the three that end in a
-    # residual addition) and the classifier run as integer kernels.
-    assert ops["QLinearConv"] == 4 and ops["QGemm"] == 1
+    # Every conv whose output only a quantiser reads (the three whose output a residual
+    # addition reads, the stem's included, stay float) and the classifier run as integer
+    # kernels.
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1
+
+
+def test_residual_additions_read_the_float_tensor(
+    resnet_a8: tuple[torch.nn.Module, list[torch.Tensor]], tmp_path: Path
+) -> None:
+    net, data = resnet_a8
+    model = onnx.load(export_qdq(net, data[0][:1], tmp_path / "m.onnx"))
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert len(adds) == 3  # one per residual block
+    for add in adds:
+        assert "DequantizeLinear" not in {producers.get(i) for i in add.input}
 
 
 def test_4_bit_activations_fuse_too(tmp_path: Path) -> None:
@@ -81,7 +94,7 @@ def test_4_bit_activations_fuse_too(tmp_path: Path) -> None:
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
-    assert ops["QLinearConv"] == 4 and ops["QGemm"] == 1  # as at A8
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1  # as at A8
 
 
 @pytest.mark.parametrize("act_bits", [4, 8])
