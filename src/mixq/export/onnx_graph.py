@@ -16,7 +16,7 @@ try:  # the optional "export" extra
     import onnx
     from onnx import helper, numpy_helper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None
+    onnx = None  # type: ignore[assignment]
 
 OPSET = 17
 IR_VERSION = 8  # opset 17's IR, so onnxruntime >= 1.13 loads the files
@@ -126,6 +126,15 @@ def emit_pad(
         ends[rank - 1 - pair] = int(pad[2 * pair + 1])
     pads = graph.constant(f"{base}/pads", np.array(begins + ends, dtype=np.int64))
     return graph.op("Pad", [x, pads], base)  # no constant_value: zero of x's type
+
+
+def int_list(arg: object, what: str, base: str) -> list[int]:
+    """An fx node argument that must be a list or tuple of ints (a pad, a permutation)."""
+    items = list(arg) if isinstance(arg, list | tuple) else None
+    values = [v for v in items if isinstance(v, int)] if items is not None else []
+    if items is None or len(values) != len(items):
+        raise IntegerConversionError(f"{base}: {what} must be a list of ints, not {arg!r}")
+    return values
 
 
 def emit_reshape(graph: OnnxGraph, x: str, shape: tuple[int, ...], base: str) -> str:
