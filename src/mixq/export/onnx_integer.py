@@ -74,6 +74,7 @@ from mixq.export.onnx_graph import (
     emit_pad,
     emit_reshape,
     emit_slice,
+    int_list,
     require_onnx,
     tensor_shape,
 )
@@ -94,7 +95,7 @@ try:  # the optional "export" extra
     import onnx
     from onnx import TensorProto, helper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None
+    onnx = None  # type: ignore[assignment]
 
 DOUBLE_EXACT = 2**53  # integers below this are exact in float64
 
@@ -193,10 +194,11 @@ class _IntegerExporter:
         if target is torch.clamp_min:
             self.env[node] = self._clamp_min(node)
         elif target in (torch.clamp, torch.clip):
+            x = self._int(node.args[0])
             bounds = (*node.args[1:], None, None)[:2]
-            low = node.kwargs.get("min", bounds[0])
-            high = node.kwargs.get("max", bounds[1])
-            self.env[node] = self._clip(self._int(node.args[0]), low, high, node.name)
+            low = _int_bound(node.kwargs.get("min", bounds[0]), node.name)
+            high = _int_bound(node.kwargs.get("max", bounds[1]), node.name)
+            self.env[node] = self._clip(x, low, high, node.name)
         elif target in (torch.cat, torch.concat):
             self.env[node] = self._cat(node)
         elif target in ADD_FUNCTIONS:
@@ -209,7 +211,8 @@ class _IntegerExporter:
         elif target is F.pad and is_zero_pad(node):
             x = self._value(node.args[0])
             rank = len(self._shape(node.args[0]))
-            name = emit_pad(self.graph, x.name, node.args[1], rank, node.name)
+            pad = int_list(node.args[1], "pad", node.name)
+            name = emit_pad(self.graph, x.name, pad, rank, node.name)
             self.env[node] = replace(x, name=name, low=min(x.low, 0), high=max(x.high, 0))
         elif target in RESHAPE_FUNCTIONS:
             self.env[node] = self._reshape(node)
@@ -508,9 +511,12 @@ class _IntegerExporter:
         return _Int(name, _clamp(x.low, low, high), _clamp(x.high, low, high))
 
     def _cat(self, node: fx.Node) -> _Int:
-        parts = [self._int(p) for p in node.args[0]]
+        tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        axis = int(dim) % len(self._shape(node))
+        if not isinstance(tensors, list | tuple) or not isinstance(dim, int):
+            raise IntegerConversionError(f"{node.name}: cat needs a list of tensors and an int dim")
+        parts = [self._int(p) for p in tensors]
+        axis = dim % len(self._shape(node))
         name = self.graph.op("Concat", [p.name for p in parts], node.name, axis=axis)
         return _Int(name, min(p.low for p in parts), max(p.high for p in parts))
 
@@ -535,6 +541,13 @@ class _IntegerExporter:
     def _reshape(self, node: fx.Node) -> _Int:
         x = self._value(node.args[0])
         return replace(x, name=emit_reshape(self.graph, x.name, self._shape(node), node.name))
+
+
+def _int_bound(value: object, base: str) -> int | None:
+    """A clamp bound of the integer graph: an int level, or None for unbounded."""
+    if value is not None and not isinstance(value, int):
+        raise IntegerConversionError(f"{base}: clamp bounds must be int levels, not {value!r}")
+    return value
 
 
 def _clamp(value: int, low: int | None, high: int | None) -> int:
