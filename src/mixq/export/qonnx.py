@@ -44,6 +44,7 @@ from mixq.export.onnx_graph import (
     emit_pad,
     emit_reshape,
     emit_slice,
+    int_list,
     require_onnx,
     tensor_shape,
 )
@@ -58,14 +59,14 @@ from mixq.integer.supported import (
     is_zero_pad,
 )
 from mixq.integer.weights import integer_weights
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLayer
 from mixq.schemes import Scheme
 
 try:  # the optional "export" extra
     import onnx
     from onnx import TensorProto, helper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None
+    onnx = None  # type: ignore[assignment]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 QONNX_OPSET = 1
@@ -92,7 +93,7 @@ def export_qonnx(quantized_model: nn.Module, example_input: Tensor, path: str | 
     onnx.save(proto, str(path))
 
 
-def uniform_bits(name: str, layer: nn.Module) -> int:
+def uniform_bits(name: str, layer: QuantLayer) -> int:
     """The ``k`` of a layer whose rows are all ``fixed-k``; raises for anything else."""
     quantizer = layer.weight_quant
     used = sorted({int(c) for c in quantizer.row_codes.tolist()})
@@ -197,7 +198,8 @@ class FakeQuantExporter:
         elif target is F.pad and is_zero_pad(node):
             rank = len(self._shape(node.args[0]))
             x = self._name(node.args[0])
-            self.env[node] = emit_pad(self.graph, x, node.args[1], rank, node.name)
+            pad = int_list(node.args[1], "pad", node.name)
+            self.env[node] = emit_pad(self.graph, x, pad, rank, node.name)
         elif target in RESHAPE_FUNCTIONS:
             self.env[node] = self._reshape(node)
         elif target is F.adaptive_avg_pool2d and _is_global(node.args[1]):
@@ -276,7 +278,7 @@ class FakeQuantExporter:
         shape = list(self._shape(node.args[0]))
         self.outputs.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, shape))
 
-    def _layer(self, node: fx.Node, layer: nn.Module) -> str:
+    def _layer(self, node: fx.Node, layer: QuantLayer) -> str:
         name = str(node.target)
         base = node.name
         x = self._name(node.args[0])
