@@ -40,9 +40,7 @@ from mixq.export.qonnx import FakeQuantExporter
 from mixq.integer.compile import IntegerModel, trace_with_shapes
 from mixq.integer.weights import integer_weights
 from mixq.nn.act_quant import ActQuantizer
-from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
-
-QuantLayer = QuantConv2d | QuantLinear
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLayer
 
 try:  # the optional "export" extra
     import onnx
@@ -168,8 +166,7 @@ class _QdqExporter(FakeQuantExporter):
         self.steps[dq] = step
         return dq
 
-    def _layer(self, node: fx.Node, layer: nn.Module) -> str:
-        assert isinstance(layer, QUANT_LAYERS)  # the walker calls this for these only
+    def _layer(self, node: fx.Node, layer: QuantLayer) -> str:
         base = node.name
         source = node.args[0]
         x = self.quantized.get(source) if isinstance(source, fx.Node) else None
