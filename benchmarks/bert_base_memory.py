@@ -168,7 +168,8 @@ def _settings(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str,
         "calibration_batches": args.batches,
         "preset": "rmsmp (SP2-4:Fixed-4:Fixed-8 = 60:35:5), A8; GPTQ in quantize, nearest "
         "rounding before the QAT step",
-        "sensitivity": "Hutchinson per layer, 2 probes on one batch (computed 8 per vmap product, the default), math attention kernel",
+        "sensitivity": "Hutchinson per layer, 2 probes on one batch (computed 8 per vmap "
+        "product, the default), math attention kernel",
         "memory": "ru_maxrss of a fresh process per stage",
         "complete": len(rows) == len(args.stages),
         "load_avg": os.getloadavg(),
