@@ -92,11 +92,14 @@ def _edit(header: dict[str, Any], path: list[Any], value: Any) -> None:
     target: Any = header
     for key in path[:-1]:
         try:
-            target = target[key]
+            target = target[str(key) if isinstance(target, dict) else key]
         except (KeyError, IndexError, TypeError):
             return
+    # A JSON object's keys are strings: an index used on an object becomes one, as it would
+    # after a round trip through the file.
+    last = str(path[-1]) if isinstance(target, dict) else path[-1]
     with contextlib.suppress(IndexError, TypeError):
-        target[path[-1]] = value
+        target[last] = value
 
 
 @SETTINGS
