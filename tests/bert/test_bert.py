@@ -136,3 +136,29 @@ def test_spearman_of_cosines_ranks_not_values() -> None:
     other = torch.stack([angles.cos(), angles.sin()], dim=1)
     assert spearman_of_cosines(base, other, np.array([4.0, 3.0, 2.5, 0.0])) == pytest.approx(1.0)
     assert spearman_of_cosines(base, other, np.array([0.0, 1.0, 2.0, 3.0])) == pytest.approx(-1.0)
+
+
+class _TokenClassifier(torch.nn.Module):
+    """Token ids in, logits out: the tensor batches the Hessian pass takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = tiny_bert()
+        self.head = torch.nn.Linear(32, 2)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(input_ids, torch.ones_like(input_ids)))
+
+
+@pytest.mark.parametrize("mode", ["forward-over-reverse", "reverse-over-reverse"])
+def test_hessian_traces_run_through_bert_attention(mode: str) -> None:
+    # The fused attention kernel has no forward-mode AD and no double backward.
+    from mixq.sensitivity import HutchinsonConfig, hutchinson_traces
+
+    model = _TokenClassifier().eval()
+    generator = torch.Generator().manual_seed(0)
+    data = [(torch.randint(5, 64, (4, 10), generator=generator), torch.tensor([0, 1, 0, 1]))]
+    config = HutchinsonConfig(min_probes=2, max_probes=2, probes_per_product=2, hvp_mode=mode)
+    table = hutchinson_traces(model, data, config, progress=False)
+    traces = [layer.trace for layer in table.layers.values()]
+    assert len(traces) == 2 * 6 + 1 and all(np.isfinite(t) for t in traces)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mixq.errors import SensitivityError
 from mixq.sensitivity.config import HVP_MODES, HvpMode
@@ -40,7 +41,10 @@ def make_hvp(model: nn.Module, loss_fn: LossFn, mode: HvpMode = "forward-over-re
         raise SensitivityError(f"unknown HVP mode {mode!r}; use one of {', '.join(HVP_MODES)}")
 
     def loss_of(weights: Weights, inputs: Tensor, targets: Tensor) -> Tensor:
-        return loss_fn(functional_call(model, weights, (inputs,)), targets)
+        # PyTorch's fused CPU attention kernels have neither forward-mode AD nor a double
+        # backward; the math kernel computes the same attention with both.
+        with sdpa_kernel(SDPBackend.MATH):
+            return loss_fn(functional_call(model, weights, (inputs,)), targets)
 
     gradient = grad(loss_of)
 
