@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from mixq.data import Split
-from mixq.data.cifar10 import class_balanced_order
+from mixq.data.subsets import class_balanced_order
 from mixq.errors import DataError
 
 Arrays = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (inputs, labels)

@@ -4,9 +4,7 @@ from mixq.data.cifar10 import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
-    Split,
     cifar10_loader,
-    class_balanced_order,
     default_data_root,
     load_cifar10_jpeg,
     normalize_uint8,
@@ -20,6 +18,7 @@ from mixq.data.fashion_mnist import (
     fashion_mnist_loader,
     load_fashion_mnist,
 )
+from mixq.data.subsets import Split, class_balanced_order
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -24,7 +24,6 @@ import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from mixq.data.epochs import EpochShuffleSampler, epoch_generator
+from mixq.data.subsets import Split, class_balanced_order
 from mixq.errors import DataError
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "random_crop_flip",
 ]
 
-Split = Literal["train", "test"]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",
@@ -261,22 +260,6 @@ def _with_progress(
     except ImportError:  # tqdm is optional
         return items
     return tqdm(items, desc=description, unit="img", mininterval=0.5)
-
-
-def class_balanced_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Return a seeded permutation whose every prefix holds the classes in equal shares.
-
-    Each sample gets a random rank within its class; samples are then ordered by rank
-    divided by class size (with random tie-breaking), so with equal class sizes the first
-    ``k * num_classes`` indices hold exactly ``k`` of each class.
-    """
-    rng = np.random.default_rng(seed)
-    keys = np.empty(len(labels), dtype=np.float64)
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        ranks = rng.permutation(len(members))
-        keys[members] = (ranks + rng.random(len(members))) / len(members)
-    return np.argsort(keys, kind="stable")
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:

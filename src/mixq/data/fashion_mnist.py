@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from mixq.data.cifar10 import Split, class_balanced_order
 from mixq.data.epochs import EpochShuffleSampler
+from mixq.data.subsets import Split, class_balanced_order
 from mixq.errors import DataError
 from mixq.io import atomic_write
 
