@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import torch
+from _test_models import batches, quantize, randomise_bn, tiny_resnet
 from torch import nn
 
-import mixq
-from mixq.models.cifar_resnet import BasicBlock, CifarResNet
-from mixq.recipe import Recipe
-
-
-def batches(shape: tuple[int, ...], count: int = 3, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(*shape, generator=generator) for _ in range(count)]
+from mixq.models.cifar_resnet import BasicBlock
 
 
 def small_cnn() -> nn.Module:
@@ -55,24 +49,4 @@ def residual_net() -> nn.Module:
     return randomise_bn(ResidualNet())
 
 
-def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return randomise_bn(CifarResNet(blocks_per_stage=1))
-
-
-def randomise_bn(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial folded gains and biases, as a trained network has; returns ``net``."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                shape = module.weight.shape
-                module.weight.copy_(torch.rand(shape, generator=generator) + 0.5)
-                module.bias.copy_(0.6 * torch.rand(shape, generator=generator) - 0.3)
-                module.running_mean.copy_(0.4 * torch.rand(shape, generator=generator) - 0.2)
-                module.running_var.copy_(1.5 * torch.rand(shape, generator=generator) + 0.5)
-    return net.eval()
-
-
-def quantize(net: nn.Module, recipe: str | Recipe, data: list[torch.Tensor]) -> nn.Module:
-    return mixq.quantize(net, recipe, calibration_data=data, progress=False)
+__all__ = ["batches", "quantize", "randomise_bn", "residual_net", "small_cnn", "tiny_resnet"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _integer_models import batches, quantize, randomise_bn
+from _test_models import MobileLike
 from torch import nn
 
 from mixq.errors import UnsupportedLayerError
@@ -14,48 +15,6 @@ from mixq.integer import exact_model, to_integer
 from mixq.integer.builder import Grid, lookup_table
 from mixq.integer.ops import Lookup, MaxPool
 from mixq.recipe import Recipe
-
-
-def _conv_bn(cin: int, cout: int, k: int = 3, groups: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-
-
-class Bottleneck(nn.Module):
-    """Expand, depthwise, linear projection, residual: MobileNetV2's inverted residual."""
-
-    def __init__(self, channels: int, act: type[nn.Module]) -> None:
-        super().__init__()
-        wide = 2 * channels
-        self.body = nn.Sequential(
-            *_conv_bn(channels, wide, 1), act(), *_conv_bn(wide, wide, 3, wide), act(),
-            *_conv_bn(wide, channels, 1),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class MobileLike(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 8), nn.ReLU6())
-        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.block1 = Bottleneck(8, nn.ReLU6)
-        self.block2 = Bottleneck(8, nn.Hardswish)
-        self.left = nn.Sequential(*_conv_bn(8, 6, 1), nn.SiLU())
-        self.right = nn.Sequential(*_conv_bn(8, 6, 3), nn.Hardtanh(0.0, 4.0))
-        self.gate = nn.Sequential(*_conv_bn(12, 12, 1), nn.Sigmoid())
-        self.head = nn.Sequential(*_conv_bn(12, 16, 1), nn.Hardswish())
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.block1(self.pool(self.stem(x))))
-        x = torch.cat([self.left(x), self.right(x)], dim=1)
-        x = self.head(self.gate(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 @pytest.fixture(scope="module")
