@@ -10,6 +10,7 @@ a wall-clock budget that ends a chunk of work between units.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -227,3 +228,17 @@ def run_units(
             return rows, len(pending) - done
         rows.append(run_one(unit))
     return rows, 0
+
+
+def check_seeded_run(args: argparse.Namespace, positive: Sequence[str], results_dir: Path) -> None:
+    """The checks every multi-seed driver makes before any work: distinct non-negative
+    seeds, the named counts at least 1, and three seeds or more for a committed result."""
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise BenchmarkSettingsError(f"--seeds must be distinct and >= 0, got {args.seeds}")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise BenchmarkSettingsError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.output.resolve() == results_dir.resolve() and len(args.seeds) < 3:
+        raise BenchmarkSettingsError(
+            "results in benchmarks/results need >= 3 seeds; write smoke runs elsewhere (--output)"
+        )

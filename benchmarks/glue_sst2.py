@@ -28,10 +28,10 @@ from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
 from _planners import EQ_BITS, RATIO_METHODS, method_ratio
 from _seeds import (
-    BenchmarkSettingsError,
     UnitStore,
     WallBudget,
     aggregate,
+    check_seeded_run,
     ranking_change,
     run_units,
 )
@@ -78,23 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise BenchmarkSettingsError(f"--seeds must be distinct and >= 0, got {args.seeds}")
-    for name in (
-        "train_sentences",
-        "qat_sentences",
-        "calib_sentences",
-        "float_epochs",
-        "qat_epochs",
-        "batch",
-        "max_length",
-    ):
-        if getattr(args, name) < 1:
-            raise BenchmarkSettingsError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.output.resolve() == RESULTS_DIR.resolve() and len(args.seeds) < 3:
-        raise BenchmarkSettingsError(
-            "results in benchmarks/results need >= 3 seeds; write smoke runs elsewhere (--output)"
-        )
+    counts = ("train_sentences", "qat_sentences", "calib_sentences", "float_epochs")
+    counts += ("qat_epochs", "batch", "max_length")
+    check_seeded_run(args, counts, RESULTS_DIR)
 
 
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:

@@ -43,6 +43,7 @@ from _seeds import (
     UnitStore,
     WallBudget,
     aggregate,
+    check_seeded_run,
     ranking_change,
     run_units,
     settings_key,
@@ -102,19 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse settings that cannot give a standard error or a run, before any work."""
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise BenchmarkSettingsError(f"--seeds must be distinct and >= 0, got {args.seeds}")
-    for name in ("qat_epochs", "batch", "train_images", "calib_images", "hessian_probes"):
-        if getattr(args, name) < 1:
-            raise BenchmarkSettingsError(f"--{name.replace('_', '-')} must be >= 1")
+    counts = ("qat_epochs", "batch", "train_images", "calib_images", "hessian_probes")
+    check_seeded_run(args, counts, RESULTS_DIR)
     if any(m in HESSIAN_METHODS for m in args.methods):
         hutchinson_config(args, 0)  # its own checks (two probes at least), before any work
     if args.test_images is not None and args.test_images < 1:
         raise BenchmarkSettingsError("--test-images must be >= 1")
-    if args.output.resolve() == RESULTS_DIR.resolve() and len(args.seeds) < 3:
-        raise BenchmarkSettingsError(
-            "results in benchmarks/results need >= 3 seeds; write smoke runs elsewhere (--output)"
-        )
 
 
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
