@@ -7,13 +7,20 @@ first ``--reference-images`` images, the predictions and output integers in whic
 reference engine and the exact evaluation mode differ from the ``int8`` engine (goal: 0).
 
     python benchmarks/exact_agreement.py --images 2000
+    python benchmarks/exact_agreement.py --models resnet32 --presets msp rmsmp --merge
+
+``--merge`` keeps the rows of the existing result that this run does not measure again
+(same model, preset, activation bits and image count) and records the earlier runs'
+commands under ``settings.earlier_runs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +44,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(CHECKPOINTS))
     parser.add_argument("--presets", nargs="+", default=PRESETS)
     parser.add_argument("--act-bits", nargs="+", type=int, default=[4, 8])
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the existing result's rows that this run does not measure again",
+    )
     add_run_options(parser, threads=2)
     return parser.parse_args()
 
@@ -47,7 +59,8 @@ def main() -> None:
     limit = None if args.images >= 10000 else args.images
     test = list(cifar10_loader(root / "cifar10-jpeg", "test", 250, limit=limit))
     calib = list(cifar10_loader(root / "cifar10-jpeg", "train", 64, limit=args.calib_images))
-    rows = []
+    earlier_rows, earlier_runs = _earlier(args.output / "exact_agreement.json", args.merge)
+    rows: list[dict[str, Any]] = []
     for name in args.models:
         model = load_pretrained_cifar_resnet(
             BUILDERS[name](), root / "resnet-cifar10" / CHECKPOINTS[name]
@@ -63,9 +76,26 @@ def main() -> None:
                     "calibration_images": args.calib_images,
                     "first_last": "fixed-8",
                     "load_avg": os.getloadavg(),
+                    "earlier_runs": earlier_runs,
                 }
-                path = write_result("exact_agreement", settings, rows, args.output)
+                measured = {_key(row) for row in rows}
+                kept = [row for row in earlier_rows if _key(row) not in measured]
+                path = write_result("exact_agreement", settings, kept + rows, args.output)
     print(f"wrote {path}")
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (row["model"], row["preset"], int(row["act_bits"]), int(row["images"]))
+
+
+def _earlier(path: Path, merge: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and run records of the result at ``path`` to keep (none without --merge)."""
+    if not merge or not path.exists():
+        return [], []
+    earlier = json.loads(path.read_text())
+    runs = earlier["settings"].pop("earlier_runs", [])
+    record = {k: earlier[k] for k in ("command", "created", "environment", "settings")}
+    return earlier["rows"], [*runs, record]
 
 
 @torch.no_grad()
