@@ -12,6 +12,12 @@ The two methods differ only in their candidates and perturbations, which
 per layer with ``omega = trace / n * ||Q(W) - W||^2``; the joint ILP offers ratios of
 schemes and precisions with ``omega`` summed per row from per-row traces and errors under
 the ratio's row assignment.
+
+A throughput budget (``Budget(fpga=FpgaThroughput(device, images_per_s))``) limits the
+modelled cycles per image on a fixed accelerator (:mod:`mixq.allocation.fpga_budget`):
+each (layer, option) has its exact ``max(compute, transfer)`` cycles, so the limit is
+linear; the one model-wide switch (weights in block RAM or streamed) is solved as two
+cases, and the better plan of the two is returned.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from scipy.sparse import csr_array
 
 from mixq.allocation.budget import Budget
 from mixq.allocation.costs import CostTable
+from mixq.allocation.fpga_budget import CYCLES, ONCHIP_BITS, ThroughputCosts, throughput_costs
 from mixq.allocation.options import CandidateOption, LayerOptions, PerturbationTable
 from mixq.errors import AllocationError, InfeasibleBudgetError
 from mixq.plan import LayerPlan, Plan
@@ -36,6 +43,9 @@ METHODS: tuple[str, ...] = ("hawq-v3-ilp", "joint-ilp")
 _RELATIVE_SLACK = 1e-9
 _SOLVE_ATTEMPTS = 3
 _INFEASIBLE = "infeasible"
+# Per-option cycles on the fixed accelerator, with the weights in block RAM or streamed.
+_ON_CHIP = "fpga_cycles_weights_on_chip"
+_STREAMED = "fpga_cycles_weights_streamed"
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,11 @@ def solve_ilp(
     names = list(table.layers)
     bits = _act_bits_per_layer(names, act_bits)
     groups = _groups(table, ties)
-    quantities = _quantities(table, budget, cost_tables, bits, groups)
+    throughput = throughput_costs(budget.fpga, table, bits) if budget.fpga else None
+    extra = (
+        {} if throughput is None else {_ON_CHIP: throughput.on_chip, _STREAMED: throughput.streamed}
+    )
+    quantities = _quantities(table, budget, cost_tables, bits, groups, extra)
     limits = budget.limits()
     minimums = {q: sum(float(c.min()) for c in costs) for q, costs in quantities.items()}
     _check_alone(limits, minimums)
@@ -87,13 +101,23 @@ def solve_ilp(
         )
         for g in groups
     ]
+    base = {q: (quantities[q], limits[q]) for q in limits}
+    cases = [base] if throughput is None else _throughput_cases(base, quantities, throughput)
     start = time.perf_counter()
-    choice, status = _solve(omegas, {q: (quantities[q], limits[q]) for q in limits}, time_limit_s)
+    choice, status = None, _INFEASIBLE
+    best = np.inf
+    for case in cases:
+        case_choice, case_status = _solve(omegas, case, time_limit_s)
+        if case_choice is None and case_status != _INFEASIBLE:
+            raise AllocationError(f"HiGHS stopped without a plan: {case_status}")
+        value = _total(omegas, case_choice) if case_choice is not None else np.inf
+        if value < best:
+            choice, status, best = case_choice, case_status, value
     solve_s = time.perf_counter() - start
-    if choice is None and status != _INFEASIBLE:
-        raise AllocationError(f"HiGHS stopped without a plan: {status}")
     if choice is None:
         alone = {q: minimums[q] for q in limits}
+        if throughput is not None:
+            alone[CYCLES] = min(minimums[_ON_CHIP], minimums[_STREAMED])
         raise InfeasibleBudgetError(
             "the limits together admit no plan, though each alone does; "
             f"the smallest budget of each alone: {_describe(alone)}",
@@ -121,6 +145,9 @@ def solve_ilp(
         "granularity": table.granularity,
         "scale_method": table.scale_method,
     }
+    if throughput is not None:
+        assert budget.fpga is not None
+        metadata["fpga"] = _throughput_report(budget, throughput, used)
     return Plan({n: layers[n] for n in names}, method=method, metadata=metadata)
 
 
@@ -187,6 +214,7 @@ def _quantities(
     cost_tables: Sequence[CostTable],
     act_bits: Mapping[str, int],
     groups: list[_Group],
+    extra: Mapping[str, Mapping[str, np.ndarray]],
 ) -> dict[str, list[np.ndarray]]:
     """Per group, the cost of each candidate in every quantity that is limited or reported."""
     by_name = {t.name: t for t in cost_tables}
@@ -207,6 +235,8 @@ def _quantities(
             values[cost_name] = np.array(
                 [by_name[cost_name].cost(name, label) for label in layer.labels]
             )
+        for key, per_layer_values in extra.items():
+            values[key] = per_layer_values[name]
         return values
 
     quantities: dict[str, list[np.ndarray]] = {}
@@ -219,6 +249,74 @@ def _quantities(
         for key, values in sums.items():
             quantities.setdefault(key, []).append(values)
     return quantities
+
+
+def _throughput_cases(
+    base: dict[str, tuple[list[np.ndarray], float]],
+    quantities: Mapping[str, list[np.ndarray]],
+    throughput: ThroughputCosts,
+) -> list[dict[str, tuple[list[np.ndarray], float]]]:
+    """The limits of the two memory cases, each with ``base``; a case out of reach alone
+    is left out, and a target neither case reaches is refused with the fastest plan's."""
+    limit = float(throughput.limit_cycles)
+    on_chip = base | {
+        CYCLES: (quantities[_ON_CHIP], limit),
+        ONCHIP_BITS: (quantities["weight_bits"], float(throughput.onchip_capacity_bits)),
+    }
+    streamed = base | {CYCLES: (quantities[_STREAMED], limit)}
+    fastest = _fastest_cycles(quantities, throughput)
+    if fastest > limit:
+        raise InfeasibleBudgetError(
+            f"FPGA throughput target {throughput.target_images_per_s:.6g} images/s is out "
+            f"of reach on {throughput.design.device}: the fastest plan on this design does "
+            f"{throughput.images_per_s(fastest):.6g} images/s ({fastest:.0f} cycles per image "
+            f"at {throughput.clock_hz / 1e6:g} MHz, limit {limit:.0f})",
+            {CYCLES: fastest},
+        )
+    return [
+        case
+        for case in (on_chip, streamed)
+        if all(sum(float(c.min()) for c in costs) <= lim for costs, lim in case.values())
+    ]
+
+
+def _fastest_cycles(
+    quantities: Mapping[str, list[np.ndarray]], throughput: ThroughputCosts
+) -> float:
+    """The fewest cycles per image any plan reaches: every layer at its fastest with the
+    weights streamed, or the fastest plan whose weights fit on chip."""
+    streamed = sum(float(c.min()) for c in quantities[_STREAMED])
+    capacity = float(throughput.onchip_capacity_bits)
+    choice, _ = _solve(
+        list(quantities[_ON_CHIP]), {"bits": (quantities["weight_bits"], capacity)}, None
+    )
+    if choice is None:
+        return streamed
+    return min(streamed, _total(quantities[_ON_CHIP], choice))
+
+
+def _throughput_report(
+    budget: Budget, throughput: ThroughputCosts, used: Mapping[str, float]
+) -> dict[str, object]:
+    """The plan's modelled throughput on the fixed design (weights on chip iff they fit)."""
+    assert budget.fpga is not None
+    on_chip = used["weight_bits"] <= throughput.onchip_capacity_bits
+    cycles = used[_ON_CHIP] if on_chip else used[_STREAMED]
+    return {
+        **budget.fpga.to_dict(),
+        "target_images_per_s": budget.fpga.images_per_s,
+        "limit_cycles": throughput.limit_cycles,
+        "cycles": cycles,
+        "modelled_images_per_s": throughput.images_per_s(cycles),
+        "weights_on_chip": on_chip,
+        "onchip_capacity_bits": throughput.onchip_capacity_bits,
+        "clock_hz": throughput.clock_hz,
+        "design": throughput.design.to_dict(),
+    }
+
+
+def _total(values: Sequence[np.ndarray], choice: Sequence[int]) -> float:
+    return float(sum(v[i] for v, i in zip(values, choice, strict=True)))
 
 
 def _check_alone(limits: Mapping[str, float], minimums: Mapping[str, float]) -> None:
