@@ -23,22 +23,23 @@ QUANTIZED_NAME = "quantized.safetensors"
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _at_least(_parse_int(text), 1)
 
 
 def non_negative_int(text: str) -> int:
+    return _at_least(_parse_int(text), 0)
+
+
+def _parse_int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+
+
+def _at_least(value: int, low: int) -> int:
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
 
 
@@ -71,10 +72,7 @@ def act_bits_type(text: str) -> int:
     """Activation bits as recipes take them: 0 (float) or 2 to 16."""
     from mixq.recipe import ACT_BITS_RANGE
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _parse_int(text)
     low, high = ACT_BITS_RANGE
     if not (value == 0 or low <= value <= high):
         raise argparse.ArgumentTypeError(
@@ -126,6 +124,26 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise DeviceChoiceError(f"--device {name}: only cpu, cuda and mps are supported")
     return device
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    name: str,
+    doc: str | None,
+    *,
+    help: str,
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: the shared options of ``common``, ``help`` in the
+    command list, and the module docstring ``doc`` (its usage lines kept as written) in
+    ``mixq <name> --help``."""
+    return subparsers.add_parser(
+        name,
+        parents=[common],
+        help=help,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, required: bool) -> None:

@@ -3,7 +3,8 @@ equivalent bits (matplotlib, imported only when drawing)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from mixq.schemes import Candidate
 
 FLOAT_BITS = 32.0
 
+log = logging.getLogger("mixq")
+
 
 class PlotError(MixqError, ValueError):
     """A plot with nothing to draw."""
@@ -27,6 +30,14 @@ class NoMatplotlibError(PlotError):
 
 def _pyplot() -> Any:
     return pyplot(NoMatplotlibError)
+
+
+def draw_or_warn(draw: Callable[[], None]) -> None:
+    """Draw, or only warn when matplotlib is missing: the text and JSON are what matter."""
+    try:
+        draw()
+    except NoMatplotlibError as exc:
+        log.warning("no plot: %s", exc)
 
 
 def candidate_order(assignments: Mapping[str, RowAssignment]) -> list[Candidate]:

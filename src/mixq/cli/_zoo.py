@@ -64,6 +64,13 @@ class ModelSpec:
         """Batches of ``split``; ``train`` shuffles per epoch (and augments where usual)."""
         return self.make_loader(root, split, batch_size, train, limit, seed)
 
+    def train_loader(
+        self, batch_size: int, *, root: Path | None = None, limit: int | None = None, seed: int = 0
+    ) -> Batches:
+        """Batches of the training split, reshuffled (and augmented where usual) each epoch;
+        ``limit`` takes a class-balanced subset, ``seed`` picks it and the order."""
+        return self.loader("train", batch_size, root=root, train=True, limit=limit, seed=seed)
+
     def with_data(self, path: Path) -> ModelSpec:
         """The same model on the data at ``path`` (see :mod:`mixq.cli._data`)."""
         from mixq.cli._data import loader_factory

@@ -26,7 +26,13 @@ from mixq.allocation.budget import Budget
 from mixq.allocation.costs import CostTable
 from mixq.allocation.ilp import METHODS, solve_ilp
 from mixq.allocation.options import PerturbationTable
-from mixq.cli._common import act_bits_type, add_model_option, load_model, require_text_file
+from mixq.cli._common import (
+    act_bits_type,
+    add_command,
+    add_model_option,
+    load_model,
+    require_text_file,
+)
 from mixq.errors import AllocationError
 from mixq.plan import Plan
 from mixq.sensitivity import (
@@ -41,15 +47,13 @@ log = logging.getLogger("mixq")
 PLAN_NAME = "plan.json"
 _BUILTIN_LIMITS = {"eq-bits": "eq_bits", "weight-bits": "weight_bits", "bops": "bops"}
 
+SUMMARY = (  # the line in `mixq --help`
+    "choose each layer's precision (and scheme mix) under budgets; write plan.json"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "allocate",
-        parents=[common],
-        help="choose each layer's precision (and scheme mix) under budgets; write plan.json",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "allocate", __doc__, help=SUMMARY)
     parser.add_argument("--table", type=Path, required=True, help="a sensitivity table (JSON)")
     parser.add_argument("--method", choices=METHODS, default="hawq-v3-ilp")
     parser.add_argument(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mixq.cli._common import act_bits_type, load_model, require_text_file
+from mixq.cli._common import act_bits_type, add_command, load_model, require_text_file
 from mixq.cli._zoo import MODELS as ZOO
 from mixq.errors import HardwareCostError
 from mixq.hw import AcceleratorConfig, CostReport, FpgaCostModel, available_devices, uniform_plan
@@ -51,14 +51,13 @@ def _imagenet_resnet18() -> torch.nn.Module:
     return resnet18_imagenet()
 
 
+SUMMARY = (  # the line in `mixq --help`
+    "cost a plan on an FPGA: cycles, LUT/DSP/BRAM use, BOPs and size per layer"
+)
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "cost",
-        parents=[common],
-        help="cost a plan on an FPGA: cycles, LUT/DSP/BRAM use, BOPs and size per layer",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "cost", __doc__, help=SUMMARY)
     parser.add_argument(
         "--device",
         required=True,

@@ -27,11 +27,10 @@ from torch import nn
 
 import mixq
 from mixq.checkpoint import save_quantized
-from mixq.cli._common import QUANTIZED_NAME, positive_int, resolve_device
-from mixq.cli._plots import plot_accuracy_bits
+from mixq.cli._common import QUANTIZED_NAME, add_command, positive_int, resolve_device
+from mixq.cli._plots import draw_or_warn, plot_accuracy_bits
 from mixq.cli._results import ResultFile
 from mixq.cli._zoo import Batches, ModelSpec, get_model, save_float_weights, top1
-from mixq.cli.report import draw_or_warn
 from mixq.recipe import PRESET_RATIOS, Recipe
 from mixq.summary import fp32_weight_kib
 from mixq.train import TrainConfig, train
@@ -41,15 +40,13 @@ log = logging.getLogger("mixq")
 MODEL = "small-cnn-w16"
 METHODS = ("fixed4", "sp2-4", "msp", "rmsmp")
 
+SUMMARY = (  # the line in `mixq --help`
+    "train a small CNN on Fashion-MNIST, quantise it every way, fine-tune, compare"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        parents=[common],
-        help="train a small CNN on Fashion-MNIST, quantise it every way, fine-tune, compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "demo", __doc__, help=SUMMARY)
     parser.add_argument("--epochs", type=positive_int, default=4, help="float training epochs")
     parser.add_argument(
         "--train-images", type=positive_int, default=60000, help="float training subset"
@@ -123,11 +120,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = list(
         spec.loader("train", args.batch_size, root=args.data_dir, limit=args.calib_images)
     )
-    fine_tune = spec.loader(
-        "train",
+    fine_tune = spec.train_loader(
         args.batch_size,
         root=args.data_dir,
-        train=True,
         limit=args.qat_images,
         seed=args.seed + 1,  # another subset than the float training's first images
     )
@@ -156,13 +151,8 @@ def _float_model(
     seconds = time.perf_counter()
     torch.manual_seed(args.seed)
     model = spec.build().to(device)
-    data = spec.loader(
-        "train",
-        args.batch_size,
-        root=args.data_dir,
-        train=True,
-        limit=args.train_images,
-        seed=args.seed,
+    data = spec.train_loader(
+        args.batch_size, root=args.data_dir, limit=args.train_images, seed=args.seed
     )
     train(model, data, float_config(args), progress=progress)
     seconds = time.perf_counter() - seconds

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mixq.cli._common import (
     LoadedModel,
+    add_command,
     add_data_options,
     add_model_option,
     load_model,
@@ -61,15 +62,13 @@ EVAL_NAME = "eval.json"
 TIMING_NAME = "timing.json"
 DEFAULT_ENGINE: Engine = "int8"  # the same integers as every engine, without a first-use C++ build
 
+SUMMARY = (  # the line in `mixq --help`
+    "top-1 accuracy of a quantised checkpoint or float weights"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        parents=[common],
-        help="top-1 accuracy of a quantised checkpoint or float weights",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "eval", __doc__, help=SUMMARY)
     parser.add_argument("checkpoint", type=Path, help="quantized.safetensors or float weights")
     add_model_option(parser, required=False)
     # One model per run: the deployed integers, the fake-quant simulation, or parts in float.

@@ -20,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mixq.cli._common import add_model_option, load_model
+from mixq.cli._common import add_command, add_model_option, load_model
 from mixq.errors import CheckpointError
 from mixq.integer import to_integer
 from mixq.integer.ops import ENGINES
@@ -33,15 +33,13 @@ FORMATS = {
     "qdq": "model.qdq.onnx",
 }
 
+SUMMARY = (  # the line in `mixq --help`
+    "export a quantised checkpoint: packed integers, ONNX, QDQ ONNX or QONNX"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        parents=[common],
-        help="export a quantised checkpoint: packed integers, ONNX, QDQ ONNX or QONNX",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "export", __doc__, help=SUMMARY)
     parser.add_argument("checkpoint", type=Path, help="quantized.safetensors")
     parser.add_argument("--format", choices=sorted(FORMATS), default="packed")
     parser.add_argument(

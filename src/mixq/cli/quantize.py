@@ -21,6 +21,7 @@ import mixq
 from mixq.checkpoint import save_quantized
 from mixq.cli._common import (
     QUANTIZED_NAME,
+    add_command,
     add_data_options,
     add_model_option,
     load_model,
@@ -34,15 +35,13 @@ from mixq.recipe import PRESET_RATIOS, Recipe
 
 log = logging.getLogger("mixq")
 
+SUMMARY = (  # the line in `mixq --help`
+    "quantise float weights with a recipe (and a plan); write quantized.safetensors"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "quantize",
-        parents=[common],
-        help="quantise float weights with a recipe (and a plan); write quantized.safetensors",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "quantize", __doc__, help=SUMMARY)
     add_model_option(parser, required=True)
     parser.add_argument("--weights", type=Path, required=True, help="float weights (.th/.pt)")
     parser.add_argument(

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from mixq.cli._common import add_model_option, load_model
-from mixq.cli._plots import NoMatplotlibError, plot_accuracy_bits, plot_assignment
+from mixq.cli._common import add_command, add_model_option, load_model
+from mixq.cli._plots import draw_or_warn, plot_accuracy_bits, plot_assignment
 from mixq.cli._report_data import ModelReport, build_report, format_report
 from mixq.cli._results import ResultFile
 from mixq.errors import CheckpointError
@@ -28,15 +27,13 @@ from mixq.summary import ModelSummary, describe
 
 log = logging.getLogger("mixq")
 
+SUMMARY = (  # the line in `mixq --help`
+    "per-layer summary of a quantised model; heat strip and accuracy-vs-bits plots"
+)
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "report",
-        parents=[common],
-        help="per-layer summary of a quantised model; heat strip and accuracy-vs-bits plots",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, common, "report", __doc__, help=SUMMARY)
     parser.add_argument("checkpoint", type=Path, nargs="?", help="a quantized.safetensors file")
     add_model_option(parser, required=False)
     parser.add_argument(
@@ -117,11 +114,3 @@ def _slug(text: str) -> str:
 
 def _label(path: Path, result: ResultFile) -> str:
     return f"{result.benchmark} ({path.parent.name or path.name})"
-
-
-def draw_or_warn(draw: Callable[[], None]) -> None:
-    """Draw, or only warn when matplotlib is missing: the text and JSON are what matter."""
-    try:
-        draw()
-    except NoMatplotlibError as exc:
-        log.warning("no plot: %s", exc)
