@@ -26,6 +26,7 @@ from _common import RESULTS_DIR, command_line, write_result
 
 from mixq.hw import (
     AcceleratorConfig,
+    Device,
     FpgaCostModel,
     assumptions,
     derive_ratio,
@@ -113,7 +114,7 @@ def filled_peak(model: FpgaCostModel, act_bits: int) -> float:
 
 
 def gains(
-    device: str,
+    device: Device | str,
     config: AcceleratorConfig,
     shares: dict[str, float],
     shapes: dict[str, LayerShape],
@@ -242,7 +243,7 @@ def sensitivity_rows(shapes: dict[str, LayerShape], act_bits: int) -> list[dict[
                     config = dataclasses.replace(config, **{name: value})
                 model = FpgaCostModel(dev, config)
                 shares = shares_for(model, MSP_CHOICE, act_bits)
-                g = _gains_on(dev, config, shares, shapes, act_bits)
+                g = gains(dev, config, shares, shapes, act_bits)
                 rows.append(
                     {
                         "kind": "sensitivity",
@@ -259,24 +260,6 @@ def sensitivity_rows(shapes: dict[str, LayerShape], act_bits: int) -> list[dict[
                     }
                 )
     return rows
-
-
-def _gains_on(
-    device: Any,
-    config: AcceleratorConfig,
-    shares: dict[str, float],
-    shapes: dict[str, LayerShape],
-    act_bits: int,
-) -> dict[str, float]:
-    model = FpgaCostModel(device, config)
-    mine = end_to_end(model, shapes, ratio_text(shares), act_bits, True)
-    peak = throughput(model, shares, act_bits)
-    return {
-        "vs_dsp_only": end_to_end(model, shapes, "fixed-4", act_bits, True) / mine,
-        "vs_filled": filled_cycles(model, shapes, act_bits) / mine,
-        "peak_vs_dsp_only": peak / throughput(model, {"fixed-4": 1.0}, act_bits),
-        "peak_vs_filled": peak / filled_peak(model, act_bits),
-    }
 
 
 def packing_rows(act_bits: int) -> list[dict[str, Any]]:
