@@ -20,6 +20,7 @@ from mixq.errors import IntegerConversionError  # noqa: E402
 from mixq.export.onnx_runtime import onnx_session, run_onnx  # noqa: E402
 from mixq.export.qdq import export_qdq  # noqa: E402
 from mixq.integer.weights import integer_weights  # noqa: E402
+from mixq.nn.layers import QuantConv2d  # noqa: E402
 from mixq.recipe import Recipe  # noqa: E402
 
 
@@ -95,6 +96,37 @@ def test_4_bit_activations_fuse_too(tmp_path: Path) -> None:
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node)
     assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1  # as at A8
+
+
+def test_weights_are_spread_so_the_int32_bias_keeps_a_4_bit_input_steps_fraction(
+    tmp_path: Path,
+) -> None:
+    data = batches((8, 3, 32, 32))
+    net = quantize(tiny_resnet(), Recipe.preset("rmsmp", act_bits=4), data)
+    values = _initializers(onnx.load(export_qdq(net, data[0][:1], tmp_path / "m.onnx")))
+    spreads = []
+    for name, layer in net.named_modules():
+        if not isinstance(layer, QuantConv2d):
+            continue
+        base, levels = name.replace(".", "_"), integer_weights(layer)
+        weight, scale = values[f"{base}/weight"], values[f"{base}/weight/scale"]
+        spread = np.rint(levels.step.astype(np.float32) / scale)
+        assert set(np.log2(spread)) <= set(range(8))  # powers of two
+        assert np.array_equal(weight, levels.values.numpy() * spread.reshape(-1, 1, 1, 1))
+        assert np.abs(weight).max() <= 127
+        # Dequantised, the weights are the fake-quant levels times their step, to the bit.
+        np.testing.assert_array_equal(
+            weight.astype(np.float32) * scale.reshape(-1, 1, 1, 1),
+            levels.values.numpy().astype(np.float32)
+            * levels.step.astype(np.float32).reshape(-1, 1, 1, 1),
+        )
+        bias_step = values[f"{base}/bias/scale"]
+        _, bias = layer.effective_weight_bias()
+        assert bias is not None
+        error = np.abs(values[f"{base}/bias"] * bias_step - bias.detach().numpy())
+        assert error.max() <= 0.51 * bias_step.max()
+        spreads.append(spread)
+    assert max(s.max() for s in spreads) >= 16  # 4-bit rows (at most 7) under 4-bit inputs
 
 
 @pytest.mark.parametrize("act_bits", [4, 8])

@@ -17,7 +17,10 @@ Which format for what:
   (``fixed-k``) layers only.
 
 Submodules: :mod:`~mixq.export.onnx_graph` (the ONNX graph builder the three ONNX
-exporters share), :mod:`~mixq.export.intervals` (the exact interval analysis of the integer
+exporters share, and the one import of the optional ``onnx``),
+:mod:`~mixq.export.fx_walk` (the node-by-node walk of an fx graph they share),
+:mod:`~mixq.export.fake_quant_graph` (the fake-quantised model in float ONNX ops, the base
+of QONNX and QDQ), :mod:`~mixq.export.intervals` (the exact interval analysis of the integer
 ONNX graph), :mod:`~mixq.export.onnx_runtime` (running files with onnxruntime),
 :mod:`~mixq.export.bits` (bit packing of weight levels),
 :mod:`~mixq.export.fx_encoding` (the packed file's fx graph as JSON, validated on reading).

@@ -1,8 +1,16 @@
 """A small ONNX graph builder shared by every ONNX exporter (exact integer, QONNX, QDQ):
-unique names, initializers, single-output nodes, and the slice, pad and reshape emitters."""
+unique names, initializers, single-output nodes, the graph's input and output, and the
+slice, pad, reshape and convolution emitters.
+
+This is the one module that imports the optional ``onnx`` package (the "export" extra):
+the exporters take ``onnx``, ``helper`` and ``TensorProto`` from here. Without the extra
+they are stand-ins whose every use raises :func:`require_onnx`'s ``ImportError``, so the
+exporters import, and fail only when they are used.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,13 +18,27 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from mixq.errors import IntegerConversionError
+from mixq.errors import IntegerConversionError, UnsupportedLayerError
+
+_MISSING_EXTRA = "ONNX export needs onnx and onnxruntime: pip install 'mixq[export]'"
+
+
+class _MissingExtra:
+    """Stands in for ``onnx`` (and its ``helper``, ``numpy_helper``, ``TensorProto``) where
+    the "export" extra is not installed: any attribute raises the missing-extra error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ImportError(_MISSING_EXTRA)
+
 
 try:  # the optional "export" extra
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
+
+    HAVE_ONNX = True
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None  # type: ignore[assignment]
+    onnx = helper = numpy_helper = TensorProto = _MissingExtra()  # type: ignore[assignment,misc]
+    HAVE_ONNX = False
 
 OPSET = 17
 IR_VERSION = 8  # opset 17's IR, so onnxruntime >= 1.13 loads the files
@@ -27,11 +49,17 @@ INT32_MAX = 2**31 - 1
 
 
 def require_onnx() -> None:
-    if onnx is None:
-        raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'mixq[export]'")
+    """Raise ``ImportError`` (naming the extra) where ``onnx`` is not installed."""
+    if not HAVE_ONNX:
+        raise ImportError(_MISSING_EXTRA)
 
 
-# -- a small graph builder, shared with the QONNX exporter ---------------------------------
+def save_checked(proto: Any, path: str | Path) -> Path:
+    """Check ``proto`` with onnx's checker, then write it to ``path``; returns the path."""
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    onnx.save(proto, str(path))
+    return path
 
 
 class OnnxGraph:
@@ -62,6 +90,15 @@ class OnnxGraph:
         node = helper.make_node(op_type, inputs, [out], name=out, domain=domain or None, **attrs)
         self.nodes.append(node)
         return out
+
+    def input_value(self, elem_type: int, dims: list[int | str]) -> Any:
+        """The value info of the graph's one input, ``INPUT_NAME``."""
+        return helper.make_tensor_value_info(INPUT_NAME, elem_type, dims)
+
+    def output_value(self, x: str, elem_type: int, dims: list[int | str]) -> Any:
+        """``x`` as the graph's one output, ``OUTPUT_NAME`` (an Identity); its value info."""
+        self.nodes.append(helper.make_node("Identity", [x], [OUTPUT_NAME], name="output"))
+        return helper.make_tensor_value_info(OUTPUT_NAME, elem_type, dims)
 
     def model(
         self,
@@ -149,3 +186,23 @@ def emit_reshape(graph: OnnxGraph, x: str, shape: tuple[int, ...], base: str) ->
 # Shape-only fx targets both exporters turn into ONNX Reshape.
 RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze)
+
+
+def emit_conv(graph: OnnxGraph, inputs: list[str], conv: torch.nn.Conv2d, base: str) -> str:
+    """A float ``Conv`` node with ``conv``'s geometry (explicit zero padding only)."""
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise UnsupportedLayerError(
+            f"layer {base!r}: the ONNX export supports explicit zero padding, not "
+            f"{conv.padding!r}/{conv.padding_mode!r}"
+        )
+    pad_h, pad_w = (int(p) for p in conv.padding)
+    return graph.op(
+        "Conv",
+        inputs,
+        base,
+        kernel_shape=[int(k) for k in conv.kernel_size],
+        strides=[int(s) for s in conv.stride],
+        pads=[pad_h, pad_w, pad_h, pad_w],
+        dilations=[int(d) for d in conv.dilation],
+        group=int(conv.groups),
+    )

@@ -52,10 +52,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from mixq.errors import IntegerConversionError
+from mixq.errors import IntegerConversionError, MixqError
+from mixq.export.fx_walk import FxWalker
 from mixq.export.intervals import (
     RowPlan,
     accumulator_bounds,
@@ -67,16 +68,15 @@ from mixq.export.onnx_graph import (
     INPUT_NAME,
     INT32_MAX,
     OPSET,
-    OUTPUT_NAME,
     RESHAPE_FUNCTIONS,
     RESHAPE_METHODS,
-    OnnxGraph,
+    TensorProto,
     emit_pad,
     emit_reshape,
     emit_slice,
     int_list,
     require_onnx,
-    tensor_shape,
+    save_checked,
 )
 from mixq.integer.compile import IntegerModel
 from mixq.integer.ops import (
@@ -90,12 +90,6 @@ from mixq.integer.ops import (
     Rescale,
 )
 from mixq.integer.supported import ADD_FUNCTIONS, is_zero_pad
-
-try:  # the optional "export" extra
-    import onnx
-    from onnx import TensorProto, helper
-except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = None  # type: ignore[assignment]
 
 DOUBLE_EXACT = 2**53  # integers below this are exact in float64
 
@@ -124,24 +118,18 @@ def export_onnx(model: IntegerModel, example_input: Tensor, path: str | Path) ->
         ShapeProp(graph_module).propagate(example_input)
     exporter = _IntegerExporter(graph_module, model.layer_inputs)
     proto = exporter.build(model.output_scale)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    save_checked(proto, path)
 
 
-class _IntegerExporter:
+class _IntegerExporter(FxWalker[_Int]):
     def __init__(self, graph_module: fx.GraphModule, layer_inputs: dict[str, str]) -> None:
-        self.modules = dict(graph_module.named_modules())
+        super().__init__(dict(graph_module.named_modules()))
         self.nodes = list(graph_module.graph.nodes)
         # Error messages name a layer as the user does: its input module's target -> name.
         self.layer_names = {target: name for name, target in layer_inputs.items()}
-        self.graph = OnnxGraph()
-        self.env: dict[fx.Node, _Int | None] = {}
-        self.inputs: list[Any] = []
-        self.outputs: list[Any] = []
 
     def build(self, output_scale: float) -> Any:
-        for node in self.nodes:
-            self._convert(node)
+        self.walk(self.nodes)
         doc = (
             "mixq integer model: int64 output; real values = output * mixq.output_scale. "
             "Standard ONNX ops only; see mixq.export.onnx_integer."
@@ -151,23 +139,10 @@ class _IntegerExporter:
 
     # -- dispatch -------------------------------------------------------------------------
 
-    def _convert(self, node: fx.Node) -> None:
-        if node.op == "placeholder":
-            self._placeholder(node)
-        elif node.op == "output":
-            self._output(node)
-        elif tensor_shape(node) is None:
-            self.env[node] = None  # sizes and shapes: the Reshape nodes take them from meta
-        elif node.op == "call_module":
-            self._module(node, self.modules[str(node.target)])
-        elif node.op == "call_function":
-            self._function(node)
-        elif node.op == "call_method":
-            self._method(node)
-        else:
-            raise IntegerConversionError(f"node {node.name} ({node.op}) does not export")
+    def _unsupported(self, node: fx.Node) -> MixqError:
+        return IntegerConversionError(f"node {node.name} ({node.op}) does not export")
 
-    def _module(self, node: fx.Node, module: torch.nn.Module) -> None:
+    def _module(self, node: fx.Node, module: nn.Module) -> None:
         base = node.name
         if isinstance(module, QuantizeInput):
             self.env[node] = self._entrance(node, module)
@@ -232,23 +207,11 @@ class _IntegerExporter:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _value(self, arg: Any) -> _Int:
-        value = self.env.get(arg) if isinstance(arg, fx.Node) else None
-        if value is None:
-            raise IntegerConversionError(f"expected a tensor from the graph, got {arg!r}")
-        return value
-
     def _int(self, arg: Any) -> _Int:
         value = self._value(arg)
         if value.real:
             raise IntegerConversionError(f"{arg!r} is the float input; only QuantizeInput reads it")
         return value
-
-    def _shape(self, arg: Any) -> tuple[int, ...]:
-        shape = tensor_shape(arg) if isinstance(arg, fx.Node) else None
-        if shape is None:
-            raise IntegerConversionError(f"shape of {arg!r} unknown")
-        return shape
 
     def _int64(self, base: str, values: list[int] | int, shape: tuple[int, ...] = ()) -> str:
         array = np.array(values, dtype=np.int64)
@@ -259,21 +222,15 @@ class _IntegerExporter:
     # -- operations -----------------------------------------------------------------------
 
     def _placeholder(self, node: fx.Node) -> None:
-        if self.inputs:
-            raise IntegerConversionError("the integer model has more than one input")
-        shape = self._shape(node)
-        dims: list[int | str] = ["batch", *shape[1:]]
-        self.inputs.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims))
+        dims: list[int | str] = ["batch", *self._shape(node)[1:]]
+        self.inputs.append(self.graph.input_value(TensorProto.FLOAT, dims))
         self.env[node] = _Int(INPUT_NAME, 0, 0, real=True)
 
     def _output(self, node: fx.Node) -> None:
         value = node.args[0]
         x = self._int(value)
         dims: list[int | str] = ["batch", *self._shape(value)[1:]]
-        self.graph.nodes.append(
-            helper.make_node("Identity", [x.name], [OUTPUT_NAME], name="output")
-        )
-        self.outputs.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.INT64, dims))
+        self.outputs.append(self.graph.output_value(x.name, TensorProto.INT64, dims))
 
     def _entrance(self, node: fx.Node, module: QuantizeInput) -> _Int:
         # float32 x / step, clamp, round half to even, as QuantizeInput computes it in torch.
