@@ -17,7 +17,7 @@ from types import ModuleType
 
 from mixq.errors import FastEngineUnavailableError
 
-SOURCES = ("ops.cpp", "gemm.cpp")
+SOURCES = ("ops.cpp", "gemm.cpp", "plan.cpp")
 ISAS = {"scalar": 0, "avx2": 1, "vnni": 2}
 """Instruction-set names and the codes the kernels take."""
 _CSRC = Path(__file__).resolve().parent / "csrc"
@@ -38,9 +38,13 @@ def kernels() -> ModuleType:
         if not cpp_extension.is_ninja_available():
             raise FastEngineUnavailableError("ninja is needed to build the fast kernels")
         module = cpp_extension.load(
-            name="mixq_fast_kernels_v5",
+            name="mixq_fast_kernels_v6",
             sources=[str(_CSRC / name) for name in SOURCES],
-            extra_cflags=["-O3", "-std=c++17", "-fno-fast-math"],
+            # Without -fopenmp, ATen's header-only parallel_for compiles to a serial loop;
+            # the link resolves libgomp to the copy torch itself loaded (same soname), so
+            # torch.set_num_threads governs the kernels too.
+            extra_cflags=["-O3", "-std=c++17", "-fno-fast-math", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except FastEngineUnavailableError:

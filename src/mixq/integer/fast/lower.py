@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -21,6 +22,7 @@ from mixq.integer.fast.layers import (
     FastQuantizeInput,
     FastRequantize,
 )
+from mixq.integer.fast.plan import CompiledPlan, build_plan
 from mixq.integer.ops import (
     AddLevels,
     GlobalAvgPool,
@@ -44,11 +46,40 @@ _FAST_MODULES: dict[type[nn.Module], type[nn.Module]] = {
 
 class FastIntegerModel(IntegerModel):
     """An :class:`~mixq.integer.IntegerModel` whose operations run on the C++ kernels;
-    ``forward_integer`` returns int64, as the reference engine does."""
+    ``forward_integer`` returns int64, as the reference engine does.
+
+    The graph runs as one C++ plan (:mod:`mixq.integer.fast.plan`) where every node has a
+    step, built on the first call; ``use_plan = False`` runs it node by node instead (the
+    profile does, to time each operation).
+    """
+
+    use_plan: bool = True
 
     def forward_integer(self, x: Tensor) -> Tensor:
         with torch.no_grad():
+            plan = self._compiled_plan() if self.use_plan else None
+            if plan is not None and isinstance(x, Tensor) and x.device.type == "cpu":
+                return plan.run(x)
             return self.graph_module(x).to(torch.int64)
+
+    def _compiled_plan(self) -> CompiledPlan | None:
+        if "_plan" not in self.__dict__:
+            # Outside nn.Module's attributes: a native object is neither state nor picklable.
+            self.__dict__["_plan"] = build_plan(self.graph_module)
+        return self.__dict__["_plan"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_plan", None)
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FastIntegerModel:
+        copied = FastIntegerModel.__new__(FastIntegerModel)
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            if key != "_plan":
+                copied.__dict__[key] = copy.deepcopy(value, memo)
+        return copied
 
 
 def lower(model: IntegerModel) -> FastIntegerModel:

@@ -41,14 +41,18 @@ struct Epilogue {
   // Every multiplier (rows, residual, second output) below 2^31, and so every factor of
   // every product a signed 32-bit value.
   bool narrow;
+  // narrow, and every clamp bound and every level type (outputs, residual) within 32 bits:
+  // a 16-row block requantised as its even and odd rows, without widening to 2 x 8 int64.
+  bool narrow16;
 };
 
 // GEMM rows read in place: pixel p's k-group kg = t * groups_per_tap + g starts at
-// a + p * pixel_stride + tap_offsets[t] + 4 * g (a direct convolution over a padded
-// channels-last input; an im2col tile is one tap at offset 0). The packed weights are
-// [row_blocks][taps * groups_per_tap][16][4] int8; results go through the epilogue, pixel p
-// landing at out/residual row (first_pixel + p).
-void conv_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t pixel_stride,
+// bases[p] + tap_offsets[t] + 4 * g (a direct convolution over a padded channels-last
+// input, a tile's pixels from any output rows; an im2col tile is one tap at offset 0). The
+// packed weights are [row_blocks][taps * groups_per_tap][16][4] int8; results go through
+// the epilogue, pixel p landing at out/residual row (first_pixel + p). scratch: int32
+// [pixels][row_blocks * 16] for the AVX2 and scalar paths (unused by VNNI's).
+void conv_requantize(int isa, const uint8_t* const* bases, int64_t pixels,
                      const int64_t* tap_offsets, int64_t taps, int64_t groups_per_tap,
                      const int8_t* packed, int64_t row_blocks, const Epilogue& epilogue,
                      int64_t first_pixel, int32_t* scratch);

@@ -64,12 +64,11 @@ void epilogue_scalar(const int32_t* acc, int64_t pixels, int64_t acc_stride, con
 
 // Where pixel p's k-group kg of the GEMM row starts (see fused.h).
 struct Rows {
-  const uint8_t* a;
-  int64_t pixel_stride;
+  const uint8_t* const* bases;
   const int64_t* tap_offsets;
   int64_t taps, groups_per_tap;
   const uint8_t* at(int64_t p, int64_t t, int64_t g) const {
-    return a + p * pixel_stride + tap_offsets[t] + 4 * g;
+    return bases[p] + tap_offsets[t] + 4 * g;
   }
 };
 
@@ -215,6 +214,108 @@ MIXQ_VNNI inline void requantize16(__m512i acc, const Epilogue& e, int64_t pixel
   if (hi) requantize8(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1)), e, pixel, r0 + 8, hi);
 }
 
+// -- the 16-row epilogue on int32 lanes (e.narrow16) -------------------------------------
+//
+// vpmuldq multiplies the low 32 bits of each 64-bit lane: applied to the accumulator as it
+// is, it gives the even rows' exact int64 products, and to the accumulator shifted right by
+// 32 the odd rows'. Each half is biased, shifted and clamped in int64 (exact, as the
+// contract), then the two halves interleave back into 16 int32 lanes in row order, so a
+// block costs one narrowing store instead of two masked 8-lane ones.
+
+struct Rows16 {
+  __m512i m_even, m_odd, b_even, b_odd, s_even, s_odd;
+};
+
+MIXQ_VNNI inline __m512i evens(__m512i lo, __m512i hi) {
+  return _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), hi);
+}
+
+MIXQ_VNNI inline __m512i odds(__m512i lo, __m512i hi) {
+  return _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), hi);
+}
+
+MIXQ_VNNI inline void split_rows(const int64_t* v, __m512i& even, __m512i& odd) {
+  const __m512i lo = _mm512_loadu_si512(v), hi = _mm512_loadu_si512(v + 8);
+  even = evens(lo, hi);
+  odd = odds(lo, hi);
+}
+
+MIXQ_VNNI inline Rows16 rows16(const Epilogue& e, int64_t r0) {
+  Rows16 r;
+  split_rows(e.multiplier + r0, r.m_even, r.m_odd);
+  split_rows(e.bias + r0, r.b_even, r.b_odd);
+  split_rows(e.shift + r0, r.s_even, r.s_odd);
+  return r;
+}
+
+MIXQ_VNNI inline __m512i load_levels16(const void* base, int dtype, int64_t index, __mmask16 mask) {
+  switch (dtype) {
+    case kU8:
+      return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(base) + index));
+    case kI8:
+      return _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, static_cast<const int8_t*>(base) + index));
+    case kI16:
+      return _mm512_cvtepi16_epi32(
+          _mm256_maskz_loadu_epi16(mask, static_cast<const int16_t*>(base) + index));
+    default:
+      return _mm512_maskz_loadu_epi32(mask, static_cast<const int32_t*>(base) + index);
+  }
+}
+
+MIXQ_VNNI inline void store_levels16(void* base, int dtype, int64_t index, __mmask16 mask, __m512i v) {
+  switch (dtype) {
+    case kU8:
+    case kI8:
+      _mm_mask_storeu_epi8(static_cast<int8_t*>(base) + index, mask, _mm512_cvtepi32_epi8(v));
+      break;
+    case kI16:
+      _mm256_mask_storeu_epi16(static_cast<int16_t*>(base) + index, mask, _mm512_cvtepi32_epi16(v));
+      break;
+    default:
+      _mm512_mask_storeu_epi32(static_cast<int32_t*>(base) + index, mask, v);
+      break;
+  }
+}
+
+MIXQ_VNNI inline __m512i clamp64(__m512i v, __m512i low, __m512i high) {
+  return _mm512_min_epi64(_mm512_max_epi64(v, low), high);
+}
+
+MIXQ_VNNI inline __m512i interleave(__m512i even, __m512i odd) {
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+MIXQ_VNNI inline void requantize16_narrow(__m512i acc, const Rows16& r, const Epilogue& e,
+                                          int64_t pixel, int64_t r0, __mmask16 mask) {
+  __m512i te = _mm512_add_epi64(_mm512_mul_epi32(acc, r.m_even), r.b_even);
+  __m512i to = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), r.m_odd), r.b_odd);
+  if (e.residual != nullptr) {
+    const __m512i res = load_levels16(e.residual, e.residual_dtype, pixel * e.residual_stride + r0, mask);
+    const __m512i m = _mm512_set1_epi64(e.residual_multiplier);
+    te = _mm512_add_epi64(te, _mm512_mul_epi32(res, m));
+    to = _mm512_add_epi64(to, _mm512_mul_epi32(_mm512_srli_epi64(res, 32), m));
+  }
+  const __m512i low = _mm512_set1_epi64(e.low), high = _mm512_set1_epi64(e.high);
+  const __m512i y = interleave(clamp64(_mm512_srav_epi64(te, r.s_even), low, high),
+                               clamp64(_mm512_srav_epi64(to, r.s_odd), low, high));
+  store_levels16(e.out, e.out_dtype, pixel * e.out_stride + r0, mask, y);
+  if (e.second_out != nullptr) {
+    const __m512i m = _mm512_set1_epi64(e.second_multiplier), add = _mm512_set1_epi64(e.second_add);
+    const __m128i c = _mm_cvtsi64_si128(e.second_shift);
+    const __m512i lo2 = _mm512_set1_epi64(e.second_low), hi2 = _mm512_set1_epi64(e.second_high);
+    const __m512i ze = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(y, m), add), c);
+    const __m512i zo =
+        _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(y, 32), m), add), c);
+    store_levels16(e.second_out, e.second_dtype, pixel * e.out_stride + r0, mask,
+                   interleave(clamp64(ze, lo2, hi2), clamp64(zo, lo2, hi2)));
+  }
+}
+
+MIXQ_VNNI inline __mmask16 valid_rows(const Epilogue& e, int64_t r0) {
+  const int64_t valid = std::min<int64_t>(kRowBlock, e.rows - r0);
+  return static_cast<__mmask16>(valid >= 16 ? 0xFFFFu : ((1u << valid) - 1u));
+}
+
 template <int RB, int PB>
 MIXQ_VNNI void tile_vnni(const Rows& rows, int64_t p0, const int8_t* w, int64_t block_bytes,
                          const Epilogue& e, int64_t pixel, int64_t r0) {
@@ -223,17 +324,19 @@ MIXQ_VNNI void tile_vnni(const Rows& rows, int64_t p0, const int8_t* w, int64_t 
   for (int p = 0; p < PB; ++p)
 #pragma GCC unroll 4
     for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_setzero_si512();
-  const int64_t ps = rows.pixel_stride, gpt = rows.groups_per_tap;
+  const int64_t gpt = rows.groups_per_tap;
   const int8_t* wk = w;
   for (int64_t t = 0; t < rows.taps; ++t) {
-    const uint8_t* a = rows.a + p0 * ps + rows.tap_offsets[t];
+    const uint8_t* a[PB];
+#pragma GCC unroll 16
+    for (int p = 0; p < PB; ++p) a[p] = rows.bases[p0 + p] + rows.tap_offsets[t];
     for (int64_t g = 0; g < gpt; ++g, wk += 64) {
       __m512i wv[RB];
 #pragma GCC unroll 4
       for (int b = 0; b < RB; ++b) wv[b] = _mm512_loadu_si512(wk + b * block_bytes);
 #pragma GCC unroll 16
       for (int p = 0; p < PB; ++p) {
-        const __m512i x = _mm512_set1_epi32(load_u32(a + p * ps + 4 * g));
+        const __m512i x = _mm512_set1_epi32(load_u32(a[p] + 4 * g));
 #pragma GCC unroll 4
         for (int b = 0; b < RB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], x, wv[b]);
       }
@@ -242,6 +345,15 @@ MIXQ_VNNI void tile_vnni(const Rows& rows, int64_t p0, const int8_t* w, int64_t 
   // A local copy: the output stores (char-typed) cannot alias it, so its fields stay in
   // registers across the stores.
   const Epilogue local = e;
+  if (local.narrow16) {
+    for (int b = 0; b < RB; ++b) {
+      const int64_t rb0 = r0 + b * kRowBlock;
+      const Rows16 r = rows16(local, rb0);
+      const __mmask16 mask = valid_rows(local, rb0);
+      for (int p = 0; p < PB; ++p) requantize16_narrow(acc[p][b], r, local, pixel + p, rb0, mask);
+    }
+    return;
+  }
   for (int p = 0; p < PB; ++p)
     for (int b = 0; b < RB; ++b) requantize16(acc[p][b], local, pixel + p, r0 + b * kRowBlock);
 }
@@ -313,11 +425,11 @@ int best_isa() {
   return kScalar;
 }
 
-void conv_requantize(int isa, const uint8_t* a, int64_t pixels, int64_t pixel_stride,
+void conv_requantize(int isa, const uint8_t* const* bases, int64_t pixels,
                      const int64_t* tap_offsets, int64_t taps, int64_t groups_per_tap,
                      const int8_t* packed, int64_t row_blocks, const Epilogue& epilogue,
                      int64_t first_pixel, int32_t* scratch) {
-  const Rows rows{a, pixel_stride, tap_offsets, taps, groups_per_tap};
+  const Rows rows{bases, tap_offsets, taps, groups_per_tap};
   if (isa == kVnni) {
     gemm_vnni(rows, pixels, packed, row_blocks, epilogue, first_pixel);
     return;

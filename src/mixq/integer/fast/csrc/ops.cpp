@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "fused.h"
+#include "ops.h"
 
 namespace mixq_fast {
 
@@ -42,7 +44,18 @@ at::ScalarType scalar_type(int64_t code) {
   }
 }
 
-constexpr int64_t kTilePixels = 48;  // rows of one im2col tile (a multiple of 6, 8, 12, 16)
+constexpr int64_t kTilePixels = 48;  // pixels of one GEMM tile (a multiple of 6, 8, 12, 16)
+
+// Whole tiles of kTilePixels, halved (to 24, then 12) on several threads while there would
+// be fewer than four per thread: a batch-1 deep layer has only 64 pixels to share.
+int64_t tile_pixels(int64_t pixels) {
+  const int64_t threads = at::get_num_threads();
+  if (threads == 1) return kTilePixels;
+  const int64_t wanted = 4 * threads;
+  int64_t tile = kTilePixels;
+  while (tile > 12 && (pixels + tile - 1) / tile < wanted) tile /= 2;
+  return tile;
+}
 
 // Allocated channels-last at once (empty(...).contiguous(ChannelsLast) would allocate and
 // copy a second tensor).
@@ -164,6 +177,9 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
                                     low >= -kNarrow && high < kNarrow));
   const int64_t* mp = multiplier.data_ptr<int64_t>();
   for (int64_t i = 0; i < multiplier.numel(); ++i) narrow = narrow && mp[i] >= 0 && mp[i] < kNarrow;
+  auto within32 = [](int64_t lo, int64_t hi) { return lo >= -kNarrow && hi < kNarrow; };
+  const bool narrow16 = narrow && within32(low, high) && out_dtype != kI64 &&
+                        (second.empty() || (within32(second[2], second[3]) && second[4] != kI64));
   auto epilogue = [&](int64_t g) {
     Epilogue e;
     e.multiplier = multiplier.data_ptr<int64_t>() + g * padded_rows;
@@ -184,6 +200,7 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
     e.out_stride = rows;
     e.second_out = nullptr;
     e.narrow = narrow;
+    e.narrow16 = narrow16;
     if (out2.defined()) {
       e.second_out = static_cast<char*>(out2.data_ptr()) + g * rg * out2.element_size();
       e.second_dtype = static_cast<int>(second[4]);
@@ -196,8 +213,14 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
     return e;
   };
   const int64_t pixels = n * oh * ow;
+  const int64_t tile = tile_pixels(pixels);
+  const int64_t tiles = (pixels + tile - 1) / tile;
+  // AVX2 and scalar accumulate into memory before their epilogue; VNNI's stays in registers.
+  const int64_t scratch_size = isa == kVnni ? 0 : tile * padded_rows;
   if (groups == 1) {
-    // Direct convolution: each tap's GEMM rows read in place from the padded input.
+    // Direct convolution: each tap's GEMM rows read in place from the padded input, a
+    // tile's pixels taken from as many output rows as it needs (rows of a deep layer are
+    // a few pixels wide).
     const at::Tensor xp = padded_input(x, flip, ph, pw);
     const int64_t hp = h + 2 * ph, wpad = w + 2 * pw;
     std::vector<int64_t> offsets(taps);
@@ -205,41 +228,38 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
       for (int64_t v = 0; v < kw; ++v) offsets[u * kw + v] = (u * dh * wpad + v * dw) * cgp;
     const uint8_t* base = static_cast<const uint8_t*>(xp.data_ptr());
     const Epilogue e = epilogue(0);
-    // 1x1 stride-1 convs and linear layers: one run of pixels, cut into tiles.
-    const bool flat = kh == 1 && kw == 1 && sh == 1 && sw == 1;
-    const int64_t jobs = flat ? (pixels + kTilePixels - 1) / kTilePixels : n * oh;
-    at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int32_t> scratch(std::max(kTilePixels, ow) * padded_rows);
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      std::unique_ptr<int32_t[]> scratch(scratch_size ? new int32_t[scratch_size] : nullptr);
+      std::vector<const uint8_t*> bases(tile);
       for (int64_t job = begin; job < end; ++job) {
-        if (flat) {
-          const int64_t p0 = job * kTilePixels, count = std::min(kTilePixels, pixels - p0);
-          conv_requantize(isa, base + p0 * cgp, count, cgp, offsets.data(), 1, cgp / 4, wp,
-                          row_blocks, e, p0, scratch.data());
-        } else {
-          const int64_t b = job / oh, y = job % oh;
-          const uint8_t* row = base + ((b * hp + y * sh) * wpad) * cgp;
-          conv_requantize(isa, row, ow, sw * cgp, offsets.data(), taps, cgp / 4, wp, row_blocks,
-                          e, job * ow, scratch.data());
+        const int64_t p0 = job * tile, count = std::min(tile, pixels - p0);
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t p = p0 + i, b = p / (oh * ow), rem = p % (oh * ow);
+          const int64_t y = rem / ow, xo = rem % ow;
+          bases[i] = base + ((b * hp + y * sh) * wpad + xo * sw) * cgp;
         }
+        conv_requantize(isa, bases.data(), count, offsets.data(), taps, cgp / 4, wp, row_blocks,
+                        e, p0, scratch.get());
       }
     });
     return results;
   }
   // Grouped: each group's channels gathered into an im2col tile (one tap at offset 0).
   const uint8_t* xp = static_cast<const uint8_t*>(x.data_ptr());
-  const int64_t tiles = (pixels + kTilePixels - 1) / kTilePixels;
   const uint8_t pad_value = flip ? 0x80 : 0;
   const int64_t zero = 0;
   at::parallel_for(0, tiles * groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> tile(kTilePixels * k_padded);
-    std::vector<int32_t> scratch(kTilePixels * padded_rows);
+    std::vector<uint8_t> columns(tile * k_padded);
+    std::unique_ptr<int32_t[]> scratch(scratch_size ? new int32_t[scratch_size] : nullptr);
+    std::vector<const uint8_t*> bases(tile);
+    for (int64_t i = 0; i < tile; ++i) bases[i] = columns.data() + i * k_padded;
     for (int64_t job = begin; job < end; ++job) {
       const int64_t g = job % groups, t = job / groups;
-      const int64_t p0 = t * kTilePixels, count = std::min(kTilePixels, pixels - p0);
+      const int64_t p0 = t * tile, count = std::min(tile, pixels - p0);
       for (int64_t i = 0; i < count; ++i) {
         const int64_t p = p0 + i, b = p / (oh * ow), rem = p % (oh * ow);
         const int64_t y0 = (rem / ow) * sh - ph, x0 = (rem % ow) * sw - pw;
-        uint8_t* dst = tile.data() + i * k_padded;
+        uint8_t* dst = columns.data() + i * k_padded;
         for (int64_t u = 0; u < kh; ++u) {
           const int64_t iy = y0 + u * dh;
           for (int64_t v = 0; v < kw; ++v, dst += cgp) {
@@ -252,9 +272,9 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
         }
       }
       const Epilogue e = epilogue(g);
-      conv_requantize(isa, tile.data(), count, k_padded, &zero, 1, k_padded / 4,
+      conv_requantize(isa, bases.data(), count, &zero, 1, k_padded / 4,
                       wp + g * row_blocks * (k_padded / 4) * kRowBlock * 4, row_blocks, e, p0,
-                      scratch.data());
+                      scratch.get());
     }
   });
   return results;
@@ -419,6 +439,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("global_avg_pool", &mixq_fast::global_avg_pool, "integer global average pooling");
   m.def("max_pool", &mixq_fast::max_pool, "max pooling of levels");
   m.def("set_isa", &mixq_fast::set_isa, "force an instruction set (-1: best)");
+  mixq_fast::register_plan(m);
   m.def("get_isa", &mixq_fast::get_isa, "the instruction set in use");
   m.def("supports_isa", &mixq_fast::supports_isa, "whether this CPU has an instruction set");
 }
