@@ -198,3 +198,12 @@ def test_an_unknown_device_and_float_activations_are_refused_before_solving() ->
     with pytest.raises(AllocationError, match="act_bits >= 1"):
         solve_ilp(table, Budget(fpga=FpgaThroughput("xc7z045", 10.0)), act_bits=0)
     assert Budget(fpga=FpgaThroughput("xc7z045", 10.0)).to_dict()["fpga"]["device"] == "xc7z045"
+
+
+def test_the_cli_reads_a_throughput_budget() -> None:
+    from mixq.cli.allocate import parse_budget
+
+    budget = parse_budget(["eq-bits=4.2", "fpga-images-per-s=xc7z045:5000"])
+    assert budget.eq_bits == 4.2 and budget.fpga == FpgaThroughput("xc7z045", 5000.0)
+    with pytest.raises(AllocationError, match="DEVICE:IMAGES_PER_S"):
+        parse_budget(["fpga-images-per-s=5000"])

@@ -5,7 +5,9 @@
         --budget lut=20000 --cost-table lut.json --override conv1=fixed-8 --override linear=fixed-8
 
 Budgets are ``eq-bits`` (mean weight bits), ``weight-bits`` (total), ``bops`` (MACs x w-bits
-x a-bits per sample) or the name of a ``--cost-table`` (latency, LUT, DSP, ...: a JSON cost
+x a-bits per sample), ``fpga-images-per-s=DEVICE:N`` (at least N images/s at batch 1 as
+mixq's FPGA cost model has it on DEVICE, on an accelerator built for the candidates:
+docs/hardware.md) or the name of a ``--cost-table`` (latency, LUT, DSP, ...: a JSON cost
 table, summed over layers). ``hawq-v3-ilp`` offers every layer one scheme-and-bits
 (default fixed-4 or fixed-8) with HAWQ's ``Omega = trace/n * ||Q(W) - W||^2``; ``joint-ilp``
 offers ratios of schemes and precisions (default six, from all-Fixed-8 to RMSMP's mixes)
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from mixq.allocation.budget import Budget
 from mixq.allocation.costs import CostTable
+from mixq.allocation.fpga_budget import FpgaThroughput
 from mixq.allocation.ilp import METHODS, solve_ilp
 from mixq.allocation.options import PerturbationTable
 from mixq.cli._common import (
@@ -46,6 +49,7 @@ log = logging.getLogger("mixq")
 
 PLAN_NAME = "plan.json"
 _BUILTIN_LIMITS = {"eq-bits": "eq_bits", "weight-bits": "weight_bits", "bops": "bops"}
+FPGA_BUDGET = "fpga-images-per-s"  # DEVICE:IMAGES_PER_S, modelled at batch 1
 
 SUMMARY = (  # the line in `mixq --help`
     "choose each layer's precision (and scheme mix) under budgets; write plan.json"
@@ -61,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="append",
         required=True,
         metavar="NAME=LIMIT",
-        help="required: eq-bits, weight-bits, bops, or a cost table's name; repeat for several",
+        help="required: eq-bits, weight-bits, bops, fpga-images-per-s=DEVICE:N, or a cost "
+        "table's name; repeat for several",
     )
     parser.add_argument(
         "--cost-table", action="append", type=Path, default=[], help="a cost table (JSON)"
@@ -130,11 +135,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_budget(items: list[str]) -> Budget:
-    """``["eq-bits=4.2", "latency=0.01"]`` -> a :class:`Budget`."""
+    """``["eq-bits=4.2", "latency=0.01", "fpga-images-per-s=xc7z045:5000"]`` -> a
+    :class:`Budget`."""
     fixed: dict[str, float] = {}
     costs: dict[str, float] = {}
+    fpga = None
     for item in items:
         name, sep, value = item.partition("=")
+        if name.replace("_", "-") == FPGA_BUDGET:
+            fpga = FpgaThroughput.parse(value)
+            continue
         try:
             limit = float(value)
         except ValueError:
@@ -145,7 +155,7 @@ def parse_budget(items: list[str]) -> Budget:
             raise AllocationError(f"budget {item!r}: the limit must be a finite number > 0")
         key = _BUILTIN_LIMITS.get(name.replace("_", "-"))
         (fixed if key else costs)[key or name] = limit
-    return Budget(**fixed, costs=costs)
+    return Budget(**fixed, costs=costs, fpga=fpga)
 
 
 def parse_overrides(items: list[str]) -> dict[str, list[str]]:
