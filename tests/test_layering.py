@@ -1,16 +1,19 @@
-"""The torch-free core stays torch-free: each module imports in a process where torch cannot.
+"""The layers of mixq hold: the torch-free core imports without torch, every import points
+down the layer map, and docs/architecture.md shows the same map.
 
 Allocation (the ILP, budgets, row rules), plans and the hardware cost models are meant to
 run where torch is not installed (a build server, a hardware engineer's machine). Each
 module is imported in a fresh interpreter whose import system refuses ``torch``; the
 package ``mixq`` itself is entered without running its ``__init__`` (which exports the
-torch API), so that every module is judged on its own imports.
+torch API), so that every module is judged on its own imports. Every module's imports are
+then read with ``ast`` and checked against ``LAYERS`` (lowest first) and ``PEERS``.
 """
 
 from __future__ import annotations
 
 import ast
 import fnmatch
+import re
 import subprocess
 import sys
 import textwrap
@@ -332,3 +335,44 @@ def test_the_reader_finds_lazy_and_type_checking_imports() -> None:
     assert ("mixq.errors", False) in edges
     rows = {(e.imported, e.lazy) for e in import_edges("mixq.allocation.rows")}
     assert ("mixq.scoring", True) in rows and ("mixq.scoring", False) not in rows
+
+
+# --- docs/architecture.md: the same map, every module on it once, under its layer -------
+
+ARCHITECTURE = SRC.parent.parent / "docs" / "architecture.md"
+_HEADING = re.compile(r"^## (\d+)\. (.+)$")
+_ROW = re.compile(r"^\| `([^`]+\.py)` \|")
+
+
+def architecture_map(text: str) -> list[tuple[str, int]]:
+    """``(file, layer index)`` for each table row of the page, in order."""
+    rows, layer = [], -1
+    for line in text.splitlines():
+        if heading := _HEADING.match(line):
+            layer = int(heading.group(1))
+            assert LAYERS[layer][0] == heading.group(2), f"heading {line!r} is not {LAYERS[layer]}"
+        elif row := _ROW.match(line):
+            rows.append((row.group(1), layer))
+    return rows
+
+
+def _file_of(module: str) -> str:
+    return MODULES[module].relative_to(SRC).as_posix()
+
+
+def test_the_architecture_page_lists_every_module_once_under_its_layer() -> None:
+    listed = architecture_map(ARCHITECTURE.read_text(encoding="utf-8"))
+    files = [file for file, _ in listed]
+    assert sorted(f for f in set(files) if files.count(f) > 1) == [], "listed twice"
+    expected = {_file_of(m): _layer_of(m) for m in MODULES}
+    assert sorted(set(expected) - set(files)) == [], "modules missing from the page"
+    assert sorted(set(files) - set(expected)) == [], "files on the page that do not exist"
+    misplaced = [(f, LAYERS[n][0]) for f, n in listed if expected[f] != n]
+    assert misplaced == [], "listed under another layer than LAYERS gives"
+
+
+def test_the_page_reader_sees_headings_and_rows() -> None:
+    text = "## 2. module swap and rounding\n\n| `swap.py` | the swap |\n| --- | --- |\n"
+    assert architecture_map(text) == [("swap.py", 2)]
+    with pytest.raises(AssertionError, match="is not"):
+        architecture_map("## 2. export\n")
