@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from _common import add_run_options, resnet20_qat_config, start_run, top1, write_result
+from _planners import EDGE, make_plan, method_recipe, sensitivity_table, weight_bits
 from torch import nn
 
 import mixq
-from mixq.allocation.budget import Budget
-from mixq.allocation.ilp import solve_ilp
 from mixq.data import cifar10_loader
-from mixq.dfq import DfqConfig, dfq_search
+from mixq.dfq import DfqConfig
 from mixq.models import load_pretrained_cifar_resnet, resnet20
 from mixq.plan import Plan
 from mixq.sensitivity import (
@@ -44,18 +43,16 @@ from mixq.sensitivity import (
     JOINT_CANDIDATES,
     HutchinsonConfig,
     SensitivityTable,
-    hessian_rmsmp_plan,
-    hutchinson_traces,
-    perturbation_table,
 )
 from mixq.summary import fp32_weight_kib
 from mixq.train import TrainConfig, train
 
 NAME = "allocation_compare"
+EQ_BITS = 4  # RMSMP's 60 : 35 : 5 size, the size every planned method meets
+DFQ_SEED = DfqConfig.__dataclass_fields__["seed"].default  # the seed this benchmark always ran
 METHODS = ("rmsmp-hessian", "rmsmp", "hawq-v3-ilp", "dfq", "joint-ilp")
 HESSIAN_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "joint-ilp")
 _NOT_IN_KEY = {"methods", "resume", "output", "work_dir", "threads"}
-EDGE = "fixed-8"  # first and last layer, with 8-bit inputs, in every method
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,10 +92,8 @@ def main() -> None:
     calib = list(cifar10_loader(cifar, "train", 64, limit=512))
     base = load_pretrained_cifar_resnet(resnet20(), weights).eval()
     names = mixq.quantizable_layer_names(base)
-    edges = (names[0], names[-1])
-    recipe = mixq.Recipe.preset("rmsmp", act_bits=args.act_bits, first_last=EDGE)
-    act_bits = {n: 8 if n in edges else args.act_bits for n in names}
-    target_bits = _weight_bits(base, recipe)
+    recipe = method_recipe("rmsmp", EQ_BITS, args.act_bits)  # the rmsmp preset, edges Fixed-8
+    target_bits = weight_bits(base, recipe)
     total_weights = sum(base.get_submodule(n).weight.numel() for n in names)
     qat = resnet20_qat_config(args.qat_epochs)
     hessian = HutchinsonConfig(
@@ -144,46 +139,19 @@ def main() -> None:
         settings["hessian"]["hvp_count"] = table.run.hvp_count
         settings["hessian"]["max_rel_stderr"] = round(table.run.max_rel_stderr, 4)
 
-    def hawq() -> Plan:
-        options = perturbation_table(
-            base, table, HAWQ_CANDIDATES, overrides=dict.fromkeys(edges, (EDGE,))
-        )
-        return solve_ilp(
-            options, Budget(weight_bits=target_bits), act_bits=act_bits, method="hawq-v3-ilp"
-        )
-
-    def joint() -> Plan:
-        options = perturbation_table(
+    def planner(method: str) -> Callable[[], Plan | None]:
+        # The planners of _planners (shared with method_compare), at 4-bit equivalent size.
+        return lambda: make_plan(
+            method,
             base,
-            table,
-            JOINT_CANDIDATES,
-            overrides=dict.fromkeys(edges, (EDGE,)),
-            granularity="row",
-        )
-        return solve_ilp(
-            options, Budget(weight_bits=target_bits), act_bits=act_bits, method="joint-ilp"
+            EQ_BITS,
+            args.act_bits,
+            table=table,
+            train_data=train_loader,
+            dfq_steps=args.dfq_steps,
+            seed=DFQ_SEED,
         )
 
-    def dfq() -> Plan:
-        middle = [n for n in names if n not in edges]
-        middle_weights = sum(base.get_submodule(n).weight.numel() for n in middle)
-        edge_bits = sum(8 * base.get_submodule(n).weight.numel() for n in edges)
-        config = DfqConfig(
-            target_eq_bits=(target_bits - edge_bits) / middle_weights,
-            granularity="row",
-            scheme="fixed",
-            steps=args.dfq_steps,
-            act_bits=args.act_bits,
-        )
-        return dfq_search(base, train_loader, config, layers=middle, progress=False).plan
-
-    planners: dict[str, Callable[[], Plan] | None] = {
-        "rmsmp-hessian": lambda: hessian_rmsmp_plan(base, table, recipe),
-        "rmsmp": None,
-        "hawq-v3-ilp": hawq,
-        "dfq": dfq,
-        "joint-ilp": joint,
-    }
     for method in args.methods:
         cached = args.work_dir / method / "row.json"
         saved = json.loads(cached.read_text()) if args.resume and cached.is_file() else {}
@@ -191,7 +159,7 @@ def main() -> None:
             row = saved["row"]
         else:
             row = _run_method(
-                method, planners[method], base, recipe, calib, train_loader, test_loader, qat, args
+                method, planner(method), base, recipe, calib, train_loader, test_loader, qat, args
             )
             if table is not None and method in HESSIAN_METHODS:
                 row["sensitivity_s"] = round(table.run.seconds, 1)
@@ -210,24 +178,18 @@ def _sensitivity(
     base: nn.Module, cifar: Path, args: argparse.Namespace, config: HutchinsonConfig, weights: str
 ) -> SensitivityTable:
     path = args.work_dir / "sensitivity.json"
-    key_path = path.with_suffix(".key.json")
     key = {
         "config": config.__dict__,
         "batch": args.hessian_batch,
         "train_images": args.train_images,
         "weights": weights,
     }
-    reuse = args.resume and path.is_file() and key_path.is_file()
-    if reuse and json.loads(key_path.read_text()) == key:
-        return SensitivityTable.load(path)
+    if not args.resume:  # a table is reused only with --resume
+        path.with_suffix(".key.json").unlink(missing_ok=True)
     data = cifar10_loader(
         cifar, "train", args.hessian_batch, shuffle=True, seed=1, limit=args.train_images
     )
-    table = hutchinson_traces(
-        base, data, config, model_name="resnet20", weights_path=weights, progress=False
-    )
-    table.save(path)
-    key_path.write_text(json.dumps(key) + "\n")
+    table = sensitivity_table(base, data, config, path, key, weights)
     print(
         f"hessian: {table.run.hvp_count} products in {table.run.seconds:.1f} s, "
         f"worst rel. s.e. {table.run.max_rel_stderr:.3f}",
@@ -238,7 +200,7 @@ def _sensitivity(
 
 def _run_method(
     method: str,
-    planner: Callable[[], Plan] | None,
+    planner: Callable[[], Plan | None],
     base: nn.Module,
     recipe: mixq.Recipe,
     calib: list,
@@ -248,7 +210,7 @@ def _run_method(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    plan = planner() if planner is not None else None
+    plan = planner()
     allocation_s = time.perf_counter() - start
     if plan is not None:
         plan.save(args.work_dir / method / "plan.json")
@@ -288,19 +250,6 @@ def _run_method(
     if method == "dfq" and plan is not None:
         row["dfq_real_eq_bits"] = round(plan.metadata["real_eq_bits"], 3)
     return row
-
-
-def _weight_bits(model: nn.Module, recipe: mixq.Recipe) -> int:
-    """Bits of every quantised weight under ``recipe``'s ratios (rows rounded as convert does)."""
-    total = 0
-    configs = recipe.resolve(mixq.quantizable_layer_names(model))
-    for name, config in configs.items():
-        if config is None:
-            continue
-        weight = model.get_submodule(name).weight
-        counts = config.ratio.row_counts(weight.shape[0])
-        total += sum(c.bits * n for c, n in counts.items()) * weight[0].numel()
-    return int(total)
 
 
 def _format(row: dict[str, Any]) -> str:
