@@ -50,12 +50,20 @@ def main() -> None:
     quantized = quantize(model, calib, "rmsmp", args.act_bits)
     fast = lower(mixq.to_integer(quantized, x[:1], engine="reference"))
     rows = node_rows(fast.graph_module, x, args.reps)
-    whole = best_time(lambda: fast.forward_integer(x), args.reps)
+    whole = best_time(lambda: fast.forward_integer(x), args.reps)  # one C++ plan
+    fast.use_plan = False
+    by_node = best_time(lambda: fast.forward_integer(x), args.reps)  # fx, node by node
+    fast.use_plan = True
     total = sum(row["ms"] for row in rows)
     for row in sorted(rows, key=lambda r: -r["ms"]):
         print(f"{row['node']:28s} {row['op']:18s} {row['ms']:8.3f} ms {row['ms'] / total:6.1%}")
-    print(f"sum of ops {total:.3f} ms, whole forward {whole * 1e3:.3f} ms (isa {active_isa()})")
+    print(
+        f"sum of ops {total:.3f} ms; whole forward as one plan {whole * 1e3:.3f} ms, node by "
+        f"node {by_node * 1e3:.3f} ms (isa {active_isa()})"
+    )
     rows.append({"kind": "whole", "engine": "mixq-fast", "ms": round(whole * 1e3, 4)})
+    node_by_node = round(by_node * 1e3, 4)
+    rows.append({"kind": "whole", "engine": "mixq-fast-node-by-node", "ms": node_by_node})
     if not args.no_ort:
         rows += ort_rows(model, calib, x, args)
     settings = {
