@@ -125,3 +125,8 @@ class OutputError(MixqError, OSError):
 class FastEngineUnavailableError(MixqError, ImportError):
     """The fused C++ integer kernels cannot be built or loaded here (no C++ compiler, no
     ninja, a failed build); the reference and int8 engines still run."""
+
+
+class DistributedSetupError(MixqError, ValueError):
+    """A torchrun environment or launch that mixq cannot run under: an inconsistent
+    RANK/WORLD_SIZE, a CUDA index shared by several processes, a loader it cannot shard."""

@@ -9,6 +9,13 @@ batches drawn from ``--images`` class-balanced training images (``--images`` equ
 standard error is at most ``--tolerance`` or it reaches ``--max-probes``. Writes
 ``<output>/sensitivity.json`` (default ``mixq-sensitivity/``; read by ``mixq allocate``)
 and prints the per-layer traces.
+
+Under torchrun every process loads the same model and batches and computes its share of
+the probes (probe k on rank k mod N); the per-probe sums are all-reduced, so N processes
+write the table one process writes for the same probes (up to float rounding). Rank 0
+alone prints, shows progress and writes the file:
+
+    torchrun --nproc_per_node=2 -m mixq sensitivity --model resnet20 --weights w.th -o out/
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from mixq.cli._common import (
     load_model,
     positive_int,
 )
+from mixq.distributed_env import barrier, launched_ranks, process_group, rank_device
 from mixq.sensitivity import HutchinsonConfig, hutchinson_traces
 
 log = logging.getLogger("mixq")
@@ -85,20 +93,26 @@ def run(args: argparse.Namespace) -> int:
         fold_bn=not args.no_fold_bn,
         seed=args.seed,
     )
-    loaded = load_model(args.weights, args.model, args.torch_device, args.data)
-    batches = loaded.spec.loader(
-        "train", args.batch_size, root=args.data_dir, limit=args.images, seed=args.seed
-    )
-    table = hutchinson_traces(
-        loaded.model,
-        batches,
-        config,
-        model_name=loaded.spec.name,
-        weights_path=str(args.weights.resolve()),
-        progress=not args.quiet,
-    )
-    path = Path(args.output) / TABLE_NAME
-    table.save(path)
+    device = rank_device(args.torch_device, launched_ranks())
+    with process_group(device) as ranks:
+        loaded = load_model(args.weights, args.model, device, args.data)
+        batches = loaded.spec.loader(
+            "train", args.batch_size, root=args.data_dir, limit=args.images, seed=args.seed
+        )
+        table = hutchinson_traces(
+            loaded.model,
+            batches,
+            config,
+            model_name=loaded.spec.name,
+            weights_path=str(args.weights.resolve()),
+            progress=not args.quiet and ranks.is_main,
+        )
+        path = Path(args.output) / TABLE_NAME
+        if ranks.is_main:  # every rank holds the same table; one writes it
+            table.save(path)
+        barrier()
+        if not ranks.is_main:
+            return 0
     print("\n".join(table.format_rows()))
     run_record = table.run
     state = "converged" if run_record.converged else "stopped at the probe cap"

@@ -9,6 +9,16 @@ continues a stopped run exactly where its last checkpoint left it. The result is
 ``<output>/quantized.safetensors`` (default ``mixq-train/``; never the checkpoint it
 reads). ``--distill logits`` distils from the float model
 (``--weights``, by default the float weights the checkpoint was quantised from).
+
+Under torchrun the same command trains on N processes with DistributedDataParallel
+(gloo on the CPU, NCCL on CUDA, where ``--device cuda`` gives each process the GPU of its
+LOCAL_RANK); ``--batch-size`` is per process, so the global batch is N times it:
+
+    torchrun --nproc_per_node=2 -m mixq train q.safetensors --batch-size 64 -o qat/
+
+Each process reads its share of every epoch (DistributedSampler over the one-process
+order), rank 0 alone prints, shows progress and writes the files, and a run resumes
+under any number of processes (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from mixq.cli._common import (
     positive_int,
 )
 from mixq.cli._zoo import load_float_weights, top1
+from mixq.distributed_env import Ranks, barrier, launched_ranks, process_group, rank_device
 from mixq.errors import CheckpointError
 from mixq.train import TrainConfig, train
 from mixq.train.loop import CHECKPOINT_NAME, METRICS_NAME
@@ -61,7 +72,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--eval-images", type=positive_int, help="test images for each epoch's top-1 (default all)"
     )
     add_data_options(parser)
+    _say_batch_is_per_process(parser)
     parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-train")
+
+
+def _say_batch_is_per_process(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if action.dest == "batch_size":
+            action.help = (
+                "images per step and process (default %(default)s); under torchrun with N "
+                "processes the global batch is N times this"
+            )
 
 
 def planned_outputs(args: argparse.Namespace) -> list[Path]:
@@ -116,9 +137,19 @@ def run(args: argparse.Namespace) -> int:
             f"{out} already holds a training run; pass --resume to continue it "
             "or choose another --output"
         )
-    if args.resume and not (out / CHECKPOINT_NAME).exists():
-        log.warning("nothing to resume in %s: starting from epoch 1", out)
-    loaded = load_model(args.checkpoint, args.model, args.torch_device, args.data)
+    device = rank_device(args.torch_device, launched_ranks())
+    with process_group(device) as ranks:
+        if not ranks.is_main:  # rank 0 speaks for the run
+            log.setLevel(logging.WARNING)
+        if args.resume and not (out / CHECKPOINT_NAME).exists() and ranks.is_main:
+            log.warning("nothing to resume in %s: starting from epoch 1", out)
+        return _train(args, config, out, device, ranks)
+
+
+def _train(
+    args: argparse.Namespace, config: TrainConfig, out: Path, device: str, ranks: Ranks
+) -> int:
+    loaded = load_model(args.checkpoint, args.model, device, args.data)
     if not loaded.quantized:
         raise CheckpointError(f"{args.checkpoint} is not quantised; run `mixq quantize` first")
     teacher = _teacher(loaded, args.weights) if config.distill != "none" else None
@@ -142,8 +173,14 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
+    if not ranks.is_main:
+        barrier()  # until rank 0 has written the result
+        return 0
     extra = {**loaded.extra, "train": config.to_dict(), **result.final_metrics}
+    if ranks.distributed:
+        extra["train_processes"] = ranks.world
     save_quantized(loaded.model, out / QUANTIZED_NAME, extra=extra)
+    barrier()
     if result.history:  # each epoch was logged as it ended; the result once
         last = result.history[-1]
         print(

@@ -12,6 +12,17 @@ where the longer schedule stands at that step).
 A non-finite loss or weight stops training at once with
 :class:`~mixq.errors.TrainingDivergedError` naming the epoch and step; nothing is saved
 from a diverged model (every save goes through one finite check).
+
+Under ``torchrun`` (an initialised ``torch.distributed`` process group of N > 1), every
+process calls :func:`train` with the same model, loader and config: the model runs in
+DistributedDataParallel (:mod:`mixq.train.replicas`), the loader is sharded
+(:mod:`mixq.train.sharding`: the global batch is the loader's batch times N), rank 0
+alone shows progress, logs, evaluates (the metrics are broadcast) and writes the
+checkpoint and metrics while the others wait at a barrier. The checkpoint holds the bare
+model's state (no ``module.`` prefix) and the number of epochs done, the global position
+in the data, so it resumes under any number of processes; with another number of
+processes an epoch has another number of steps, and the schedule continues from the
+same epoch.
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ from tqdm.auto import tqdm
 
 from mixq.calibrate import model_device
 from mixq.data.epochs import set_epoch
+from mixq.distributed_env import Ranks, barrier, broadcast_from_main
 from mixq.errors import CheckpointError, DataError, TrainConfigError
 from mixq.io import atomic_write, atomic_write_text
 from mixq.nn.layers import QuantConv2d
 from mixq.train.config import TrainConfig
 from mixq.train.guard import check_finite_step, require_finite_model
+from mixq.train.replicas import mean_over_ranks, replicate
 from mixq.train.schedule import warmup_cosine
+from mixq.train.sharding import shard_loader
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -87,6 +101,8 @@ def train(
     if config.distill != "none" and teacher is None:
         raise TrainConfigError(f"distill={config.distill!r} needs a teacher model")
     _check_dataset_labels(train_loader)
+    ranks = Ranks.current()
+    train_loader = shard_loader(train_loader, rank=ranks.rank, world=ranks.world)
     steps_per_epoch = _count_batches(train_loader)
     out = Path(output_dir) if output_dir is not None else None
     torch.manual_seed(config.seed)
@@ -98,19 +114,22 @@ def train(
     )
     history: list[EpochRecord] = []
     if resume and out is not None and (out / CHECKPOINT_NAME).is_file():
-        history = _restore(out, model, optimizer, scheduler, config)
-        log.info("resumed from %s after epoch %d", out / CHECKPOINT_NAME, len(history))
-    if out is not None:
+        history = _restore(out, model, optimizer, scheduler, config, steps_per_epoch)
+        if ranks.is_main:
+            log.info("resumed from %s after epoch %d", out / CHECKPOINT_NAME, len(history))
+    if out is not None and ranks.is_main:
         _rewrite_metrics(out, history)
     loss_fn = task_loss or _cross_entropy
     if teacher is not None:
         teacher.eval()
+    runner = replicate(model)  # the model itself in one process
+    progress = progress and ranks.is_main
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
-        _set_bn_mode(model, config, epoch)
+        _set_bn_mode(runner, config, epoch)
         set_epoch(train_loader, epoch)
         mean_loss = _run_epoch(
-            model,
+            runner,
             train_loader,
             config,
             optimizer,
@@ -121,20 +140,43 @@ def train(
             steps_per_epoch,
             progress,
         )
-        metrics = _evaluate(model, evaluate)
-        record = EpochRecord(
-            epoch + 1,
-            mean_loss,
-            float(scheduler.get_last_lr()[0]),
-            time.perf_counter() - start,
-            metrics,
-        )
+        record = _epoch_record(model, evaluate, epoch, mean_loss, scheduler, start, ranks)
         history.append(record)
-        log.info("%s", _epoch_line(record, config.epochs))
+        if ranks.is_main:
+            log.info("%s", _epoch_line(record, config.epochs))
         if out is not None:
-            _save(out, model, optimizer, scheduler, config, history)
-            _append_metrics(out, record)
+            if ranks.is_main:
+                _save(out, model, optimizer, scheduler, config, history, steps_per_epoch)
+                _append_metrics(out, record)
+            barrier()  # nobody reads or leaves before rank 0's checkpoint is complete
     return TrainResult(history, out)
+
+
+def _epoch_record(
+    model: nn.Module,
+    evaluate: Evaluate | None,
+    epoch: int,
+    mean_loss: float,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    start: float,
+    ranks: Ranks,
+) -> EpochRecord:
+    """The epoch's record; under torchrun rank 0 evaluates (the bare model: no collective
+    in its forward) and every rank returns rank 0's record, with the loss averaged over
+    the ranks' shards."""
+    if not ranks.distributed:
+        metrics = _evaluate(model, evaluate)
+        lr = float(scheduler.get_last_lr()[0])
+        return EpochRecord(epoch + 1, mean_loss, lr, time.perf_counter() - start, metrics)
+    mean_loss = mean_over_ranks(mean_loss, model_device(model))
+    record = None
+    if ranks.is_main:
+        metrics = _evaluate(model, evaluate)
+        lr = float(scheduler.get_last_lr()[0])
+        record = EpochRecord(epoch + 1, mean_loss, lr, time.perf_counter() - start, metrics)
+    shared = broadcast_from_main(record)
+    assert shared is not None  # rank 0 always builds one
+    return shared
 
 
 def _epoch_line(record: EpochRecord, epochs: int) -> str:
@@ -337,6 +379,7 @@ def _save(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
     history: list[EpochRecord],
+    steps_per_epoch: int,
 ) -> None:
     require_finite_model(model, f"{out / CHECKPOINT_NAME}")
     state = {
@@ -346,6 +389,11 @@ def _save(
         "rng": torch.get_rng_state(),
         "config": config.to_dict(),
         "history": [asdict(r) for r in history],
+        # The position is the epochs done (len(history)), in global terms; the steps an
+        # epoch took tell a resume under another number of processes to re-place the
+        # schedule.
+        "steps_per_epoch": steps_per_epoch,
+        "processes": Ranks.current().world,
     }
     atomic_write(out / CHECKPOINT_NAME, lambda tmp: torch.save(state, tmp))
 
@@ -356,6 +404,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
+    steps_per_epoch: int,
 ) -> list[EpochRecord]:
     path = out / CHECKPOINT_NAME
     try:
@@ -365,11 +414,33 @@ def _restore(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        return [EpochRecord(**r) for r in state["history"]]
+        history = [EpochRecord(**r) for r in state["history"]]
+        saved_steps = state.get("steps_per_epoch", steps_per_epoch)
+        if saved_steps != steps_per_epoch:  # another number of processes (or batch size)
+            _place_schedule(optimizer, scheduler, len(history) * steps_per_epoch)
+            log.info(
+                "%s took %d steps an epoch, this run %d (%s processes): the schedule "
+                "continues from epoch %d",
+                path, saved_steps, steps_per_epoch, Ranks.current().world, len(history),
+            )  # fmt: skip
+        return history
     except TrainConfigError:
         raise
     except Exception as exc:  # torch.load raises many types on damaged files
         raise CheckpointError(f"cannot resume from {path}: {exc}") from None
+
+
+def _place_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, step: int
+) -> None:
+    """Put the warm-up/cosine schedule at ``step`` of this run's steps, learning rates too."""
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    scheduler.last_epoch = step
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _check_resumable(path: Path, saved: dict[str, Any], config: TrainConfig, done: int) -> None:
