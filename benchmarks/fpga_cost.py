@@ -290,6 +290,13 @@ def packing_rows(act_bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+# The two lines of each sensitivity panel: (row key, line style, baseline named in the legend).
+SENSITIVITY_LINES = (
+    ("model_ratio", "-o", "DSPs alone"),
+    ("model_ratio_vs_filled", "--s", "DSPs + LUT MACs"),
+)
+
+
 def plot(path: Path, rows: list[dict[str, Any]], act_bits: int, lut_share: float) -> None:
     import matplotlib
 
@@ -350,20 +357,9 @@ def plot(path: Path, rows: list[dict[str, Any]], act_bits: int, lut_share: float
         for device, color in zip(DEVICES, ("C0", "C1"), strict=True):
             pts = [r for r in sens if r["device"] == device and r["assumption"] == name]
             xs = [r["value"] for r in pts]
-            ax.plot(
-                xs,
-                [r["model_ratio"] for r in pts],
-                "-o",
-                color=color,
-                label=f"{device} vs DSPs alone",
-            )
-            ax.plot(
-                xs,
-                [r["model_ratio_vs_filled"] for r in pts],
-                "--s",
-                color=color,
-                label=f"{device} vs DSPs + LUT MACs",
-            )
+            for key, style, baseline in SENSITIVITY_LINES:
+                ys = [r[key] for r in pts]
+                ax.plot(xs, ys, style, color=color, label=f"{device} vs {baseline}")
         ax.axhline(1, color="grey", lw=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel("MSP end-to-end speed-up (with DDR)")
