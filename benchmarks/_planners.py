@@ -14,18 +14,22 @@ level as a parameter so that ``method_compare`` runs them at 4 and 3 bits.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from _seeds import BenchmarkSettingsError
 from torch import Tensor, nn
 
 import mixq
 from mixq.allocation.budget import Budget
+from mixq.allocation.fpga_budget import FpgaThroughput
 from mixq.allocation.ilp import solve_ilp
+from mixq.allocation.options import PerturbationTable
 from mixq.dfq import DfqConfig, dfq_search
-from mixq.plan import Plan
+from mixq.hw import hardware_point
+from mixq.plan import LayerPlan, LayerShape, Plan
 from mixq.ratio import Ratio
 from mixq.recipe import LayerConfig, Recipe, Rule
 from mixq.sensitivity import (
@@ -37,15 +41,29 @@ from mixq.sensitivity import (
     hutchinson_traces,
     perturbation_table,
 )
+from mixq.shapes import measure_layer_shapes
 
 EDGE = "fixed-8"  # first and last layer, with 8-bit inputs, in every method
 EQ_BITS = (4, 3)
 # Methods whose recipe is one ratio for every middle layer; the rest plan per layer/row.
 RATIO_METHODS = ("fixed", "sp2", "msp", "rmsmp")
 # dfq-fixed-size: DFQ at Fixed-b's weight size (the DFQ claim: better than fixed bits at
-# equal compression); every other planned method meets RMSMP's size.
-PLANNED_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "dfq", "dfq-fixed-size", "joint-ilp")
-HESSIAN_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "joint-ilp")
+# equal compression); joint-ilp-fpga: the joint ILP at Fixed-b's modelled images/s on
+# FPGA_DEVICE (equal throughput, size free); every other planned method meets RMSMP's size.
+PLANNED_METHODS = (
+    "rmsmp-hessian",
+    "hawq-v3-ilp",
+    "dfq",
+    "dfq-fixed-size",
+    "joint-ilp",
+    "joint-ilp-fpga",
+)
+HESSIAN_METHODS = ("rmsmp-hessian", "hawq-v3-ilp", "joint-ilp", "joint-ilp-fpga")
+FPGA_DEVICE = "xc7z045"
+CIFAR_EXAMPLE = (1, 3, 32, 32)  # one CIFAR image: the layer shapes of the FPGA budget
+# A plan's images/s given back as a target is shaded by this much, so that the last bit of
+# hardware_point's sum of per-layer latencies cannot make an equal plan miss it.
+TARGET_SHADE = 1e-12
 METHODS = RATIO_METHODS + PLANNED_METHODS
 
 
@@ -165,6 +183,16 @@ def make_plan(
     if method == "rmsmp-hessian":
         assert table is not None
         return hessian_rmsmp_plan(base, table, recipe)
+    if method == "joint-ilp-fpga":
+        assert table is not None
+        shapes = measure_layer_shapes(base, torch.zeros(CIFAR_EXAMPLE))
+        return fpga_joint_plan(
+            perturbation_table(
+                base, table, joint_candidates(eq_bits), overrides=overrides, granularity="row"
+            ),
+            fixed_images_per_s(shapes, eq_bits, act_bits) * (1 - TARGET_SHADE),
+            layer_act_bits,
+        )
     if method in ("hawq-v3-ilp", "joint-ilp"):
         assert table is not None
         joint = method == "joint-ilp"
@@ -204,3 +232,44 @@ def _dfq_plan(
     )
     # The searched plan covers the middle layers; the edges keep the recipe's Fixed-8.
     return dfq_search(base, train_data, config, layers=middle, progress=False).plan
+
+
+def ratio_plan(shapes: Mapping[str, LayerShape], method: str, eq_bits: int, act_bits: int) -> Plan:
+    """A ratio method's plan as its recipe quantises the model: the method's ratio at
+    ``act_bits`` in the middle layers, the first and last Fixed-8 with 8-bit inputs."""
+    names = list(shapes)
+    edges = {names[0], names[-1]}
+    middle = Ratio.parse(method_ratio(method, eq_bits))
+    return Plan(
+        {
+            n: LayerPlan(Ratio.parse(EDGE), max(act_bits, 8))
+            if n in edges
+            else LayerPlan(middle, act_bits)
+            for n in names
+        },
+        method=method,
+    )
+
+
+def fixed_images_per_s(
+    shapes: Mapping[str, LayerShape], eq_bits: int, act_bits: int, device: str = FPGA_DEVICE
+) -> float:
+    """Fixed-b's modelled images/s on ``device`` (:func:`mixq.hw.hardware_point`, the
+    figure method_compare reports beside its accuracy)."""
+    plan = ratio_plan(shapes, "fixed", eq_bits, act_bits)
+    return hardware_point(plan, shapes, devices=[device]).images_per_s[device]
+
+
+def fpga_joint_plan(
+    options: PerturbationTable,
+    images_per_s: float,
+    layer_act_bits: Mapping[str, int],
+    device: str = FPGA_DEVICE,
+    *,
+    weight_bits: int | None = None,
+) -> Plan:
+    """The joint ILP's plan of least perturbation at ``images_per_s`` or more modelled on
+    ``device`` (on the accelerator built for the candidates; see docs/hardware.md), and at
+    most ``weight_bits`` if given."""
+    budget = Budget(weight_bits=weight_bits, fpga=FpgaThroughput(device, images_per_s))
+    return solve_ilp(options, budget, act_bits=dict(layer_act_bits), method="joint-ilp-fpga")

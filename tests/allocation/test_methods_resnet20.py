@@ -88,3 +88,27 @@ def test_dfq_plan(model, batches) -> None:
     eq_bits = _converted_eq_bits(model, result.plan)
     assert 4.15 <= eq_bits <= 4.2
     assert eq_bits == pytest.approx(result.plan.metadata["eq_bits"])
+
+
+def test_joint_ilp_fpga_planner_meets_fixed4_throughput(model, table) -> None:
+    # The benchmark planner: the joint ILP at Fixed-4's modelled images/s on XC7Z045.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from _planners import TARGET_SHADE, fixed_images_per_s, make_plan
+
+    from mixq.hw import hardware_point
+    from mixq.shapes import measure_layer_shapes
+
+    plan = make_plan("joint-ilp-fpga", model, 4, 4, table=table, train_data=[], dfq_steps=0, seed=0)
+    assert plan is not None and plan.method == "joint-ilp-fpga"
+    shapes = measure_layer_shapes(model, torch.zeros(1, 3, 32, 32))
+    target = fixed_images_per_s(shapes, 4, 4)
+    images = hardware_point(plan, shapes, devices=["xc7z045"]).images_per_s["xc7z045"]
+    assert images >= target * (1 - TARGET_SHADE)
+    # Arrays sized to the plan run it at least as fast as the budget's fixed design.
+    assert images >= plan.metadata["fpga"]["modelled_images_per_s"] * (1 - 1e-12)
+    names = list(plan.layers)
+    assert {str(plan.layers[n].ratio) for n in (names[0], names[-1])} == {"fixed-8:1"}
+    _converted_eq_bits(model, plan)

@@ -162,11 +162,26 @@ def throughput_costs(
         target_images_per_s=spec.images_per_s,
         on_chip=per_layer[True],
         streamed=per_layer[False],
-        limit_cycles=math.floor(clock_hz / spec.images_per_s),
+        limit_cycles=_most_cycles(clock_hz, spec.images_per_s),
         onchip_capacity_bits=onchip_weight_bits(model, largest_activation_bits(shapes, act_bits)),
         clock_hz=clock_hz,
         design=design,
     )
+
+
+def _most_cycles(clock_hz: float, images_per_s: float) -> int:
+    """The most whole cycles per image whose images/s (``clock_hz / cycles``, as the cost
+    model divides) is still at least the target, robust to the rounding of the division.
+
+    >>> _most_cycles(200e6, 200e6 / 8891)
+    8891
+    """
+    cycles = math.floor(clock_hz / images_per_s)
+    while clock_hz / (cycles + 1) >= images_per_s:
+        cycles += 1
+    while cycles > 0 and clock_hz / cycles < images_per_s:
+        cycles -= 1
+    return cycles
 
 
 def _rows(option: CandidateOption, rows: int) -> dict[Candidate, int]:
