@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.fx as fx
@@ -68,6 +68,16 @@ class IntegerModel(nn.Module):
     def forward_integer(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.graph_module(x)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> IntegerModel:
+        # Integer arithmetic has one precision: .half() or .to(dtype) would round the
+        # entrance step and the float64 accumulation weights, so a cast moves the model's
+        # tensors to the device it names and keeps every type.
+        def device_only(t: Tensor) -> Tensor:
+            return t.to(fn(t.new_empty(0)).device)
+
+        super()._apply(device_only, recurse)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return (self.forward_integer(x).double() * self.output_scale).float()

@@ -37,7 +37,9 @@ class ExactModel(nn.Module):
     ) -> None:
         super().__init__()
         self.quantized = quantized
-        self.example_input = example_input[:1].detach().clone()
+        # A buffer (not saved): it follows the model's device, as the tracing needs.
+        self.example_input: Tensor
+        self.register_buffer("example_input", example_input[:1].detach().clone(), persistent=False)
         self.engine: ExactEngine = engine
         self._integer: IntegerModel | None = None
         self._built_for: tuple[int, ...] = ()

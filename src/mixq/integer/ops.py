@@ -303,6 +303,24 @@ class IntegerLayer(nn.Module):
     def _channel(self) -> int:
         return 1 if self.conv is not None else -1
 
+    _DERIVED = ("_rounding_constant", "_float_weight", "_single_weight")
+    _DERIVED_INT8 = ("int8_weight", "int8_correction", "_int8_constant")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> IntegerLayer:
+        # The tensors derived from the buffers at construction are plain attributes, which
+        # nn.Module's .to()/.cuda() do not visit: they follow the buffers' device here, and
+        # keep their dtypes (a .half() of the model must not round integer arithmetic).
+        super()._apply(fn, recurse)
+        device = self.weight.device
+        names = self._DERIVED + (self._DERIVED_INT8 if self.engine == "int8" else ())
+        for name in names:
+            setattr(self, name, getattr(self, name).to(device))
+        self.groups = [
+            (name, rows.to(device), [(bit, values.to(device)) for bit, values in terms])
+            for name, rows, terms in self.groups
+        ]
+        return self
+
     def forward(self, q: Tensor, residual: Tensor | None = None) -> Tensor:
         # (acc * m + offset + 2^(c-1)) >> c, with the constant terms (rounding half, the
         # int8 input-offset correction) added once, ahead.
