@@ -207,3 +207,13 @@ def test_the_cli_reads_a_throughput_budget() -> None:
     assert budget.eq_bits == 4.2 and budget.fpga == FpgaThroughput("xc7z045", 5000.0)
     with pytest.raises(AllocationError, match="DEVICE:IMAGES_PER_S"):
         parse_budget(["fpga-images-per-s=5000"])
+
+
+def test_the_cli_prints_the_plans_modelled_throughput() -> None:
+    from mixq.cli.allocate import format_plan
+
+    table = _table(np.random.default_rng(0), dict.fromkeys(SHAPES, LABELS))
+    plan = solve_ilp(table, Budget(fpga=FpgaThroughput("xc7z045", 3000.0)), act_bits=ACT)
+    last = format_plan(plan, table)[-1]
+    images = plan.metadata["fpga"]["modelled_images_per_s"]
+    assert last.startswith(f"xc7z045: {images:.6g} images/s modelled (target 3000;")

@@ -186,4 +186,11 @@ def format_plan(plan: Plan, options: PerturbationTable) -> list[str]:
         f"{plan.method}: objective {meta['objective']:.6g}; {used}; "
         f"solved in {meta['solve_s'] * 1000:.1f} ms"
     )
+    if "fpga" in meta:  # a throughput budget: the plan's figure on the fixed design
+        fpga = meta["fpga"]
+        lines.append(
+            f"{fpga['device']}: {fpga['modelled_images_per_s']:.6g} images/s modelled "
+            f"(target {fpga['target_images_per_s']:.6g}; weights on chip: "
+            f"{fpga['weights_on_chip']})"
+        )
     return lines
