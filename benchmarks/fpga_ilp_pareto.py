@@ -126,6 +126,7 @@ def main() -> None:
     }
     path = write_result("fpga_ilp_pareto", settings, rows)
     print(f"wrote {path}")
+    print(f"wrote {figure(rows, RESULTS_DIR / 'fpga_ilp_pareto.png')}")
 
 
 def sensitivity(
@@ -236,6 +237,56 @@ def mark_front(rows: list[dict[str, Any]], key: str) -> None:
     )
     for index, r in enumerate(rows):
         r[key] = index in front
+
+
+def figure(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Proxy Omega against modelled XC7Z045 images/s, one panel per bit level: the ratio
+    methods, the throughput-budgeted ILP's sweep (line) and its points at RMSMP's size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = sorted({r["eq_bits_target"] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(levels), figsize=(5.6 * len(levels), 4.4), squeeze=False)
+    for ax, level in zip(axes[0], levels, strict=True):
+        at = [r for r in rows if r["eq_bits_target"] == level]
+        ilp = sorted(
+            (r for r in at if r["method"] == "joint-ilp-fpga"),
+            key=lambda r: r["fpga_images_per_s"][FPGA_DEVICE],
+        )
+        ax.plot(
+            [r["fpga_images_per_s"][FPGA_DEVICE] for r in ilp],
+            [r["proxy_omega"] for r in ilp],
+            "-o",
+            color="black",
+            markersize=3,
+            label="joint-ilp-fpga (throughput only)",
+        )
+        for r in at:
+            if r["method"] == "joint-ilp-fpga":
+                continue
+            sized = r["method"].endswith("rmsmp-size")
+            ax.plot(
+                r["fpga_images_per_s"][FPGA_DEVICE],
+                r["proxy_omega"],
+                "s" if sized else "o",
+                markersize=7,
+                fillstyle="none" if sized else "full",
+                **({"color": "dimgray"} if sized else {}),
+                label="joint-ilp-fpga at RMSMP's size" if sized else r["method"],
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"modelled images/s, {FPGA_DEVICE.upper()} (batch 1)")
+        ax.set_ylabel("proxy Omega (lower is better)")
+        ax.set_title(f"ResNet-20, W{level} equivalent, A4")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def proxy(options: PerturbationTable, plan: Plan) -> float:
