@@ -116,6 +116,43 @@ def test_residual_int16_output_and_negative_values(isa: str) -> None:
     assert int((expected < 0).sum()) > 0
 
 
+@pytest.mark.parametrize(
+    ("second_m", "second_c"),
+    [
+        (1 << 30, 38),  # a residual sum to the next layer's input grid: a power of two
+        (1 << 5, 5),  # 2^k with k = c: the levels themselves
+        (1, 0),
+        (1 << 12, 3),  # 2^k with k > c: the int64 path
+        (1_518_500_250, 41),  # any multiplier
+    ],
+)
+@pytest.mark.parametrize("wide_multiplier", [False, True])
+def test_second_output_is_the_first_requantised(
+    isa: str, second_m: int, second_c: int, wide_multiplier: bool
+) -> None:
+    g = torch.Generator().manual_seed(second_m % 1000 + second_c)
+    rows = 40  # two full row blocks and a masked one
+    weight, m, c, _ = random_layer(g, rows, 8, (3, 3), False)
+    if wide_multiplier:  # above 2^31: the 64-bit multiply of the 8-row epilogue
+        weight = weight.clamp(-3, 3)
+        m = m + (1 << 31)
+    c = torch.full((rows,), 32)
+    b = torch.randint(-(2**40), 2**40, (rows,), generator=g)
+    conv = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1}
+    x = levels(g, (2, 8, 5, 7), False)
+    residual = torch.randint(-20000, 20000, (2, rows, 5, 7), generator=g).to(torch.int16)
+    layer = FusedConv(weight, m, c, b, conv, -32767, 32767, residual_multiplier=1 << 28)
+    layer.also_requantize(second_m, second_c, 0, 15)
+    first, second = layer(x, residual)
+    expected = contract(x, weight, m, c, b, conv, -32767, 32767, residual, 1 << 28)
+    half = (1 << (second_c - 1)) if second_c > 0 else 0
+    expected_second = ((expected * second_m + half) >> second_c).clamp(0, 15)
+    assert (first.dtype, second.dtype) == (torch.int16, torch.uint8)
+    assert torch.equal(first.long(), expected)
+    assert torch.equal(second.long(), expected_second)
+    assert 0 < int((expected_second > 0).sum()) < expected_second.numel()
+
+
 def test_ties_round_half_up_and_shift_zero(isa: str) -> None:
     # acc * M + B lands exactly on k + 1/2 output steps: (t + 2^(c-1)) >> c rounds up,
     # for negative t too; rows with c = 0 take no rounding term.

@@ -38,6 +38,11 @@ struct Epilogue {
   void* second_out;           // nullptr, or laid out as out
   int second_dtype;
   int64_t second_multiplier, second_add, second_shift, second_low, second_high;
+  // When second_multiplier is 2^k (k <= second_shift; a residual sum's refined grid and
+  // the next layer's input grid differ by a power of two) and y + 2^(second_shift-k-1)
+  // fits int32: z = clamp((y + second_round) >> second_rshift) on int32 lanes, the same
+  // integers. second_rshift < 0 where it does not apply.
+  int64_t second_rshift, second_round;
   // Every multiplier (rows, residual, second output) below 2^31, and so every factor of
   // every product a signed 32-bit value.
   bool narrow;

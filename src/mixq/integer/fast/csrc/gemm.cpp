@@ -299,7 +299,14 @@ MIXQ_VNNI inline void requantize16_narrow(__m512i acc, const Rows16& r, const Ep
   const __m512i y = interleave(clamp64(_mm512_srav_epi64(te, r.s_even), low, high),
                                clamp64(_mm512_srav_epi64(to, r.s_odd), low, high));
   store_levels16(e.out, e.out_dtype, pixel * e.out_stride + r0, mask, y);
-  if (e.second_out != nullptr) {
+  if (e.second_out != nullptr && e.second_rshift >= 0) {
+    const __m512i z = _mm512_sra_epi32(_mm512_add_epi32(y, _mm512_set1_epi32(static_cast<int32_t>(e.second_round))),
+                                       _mm_cvtsi64_si128(e.second_rshift));
+    const __m512i lo2 = _mm512_set1_epi32(static_cast<int32_t>(e.second_low));
+    const __m512i hi2 = _mm512_set1_epi32(static_cast<int32_t>(e.second_high));
+    store_levels16(e.second_out, e.second_dtype, pixel * e.out_stride + r0, mask,
+                   _mm512_min_epi32(_mm512_max_epi32(z, lo2), hi2));
+  } else if (e.second_out != nullptr) {
     const __m512i m = _mm512_set1_epi64(e.second_multiplier), add = _mm512_set1_epi64(e.second_add);
     const __m128i c = _mm_cvtsi64_si128(e.second_shift);
     const __m512i lo2 = _mm512_set1_epi64(e.second_low), hi2 = _mm512_set1_epi64(e.second_high);

@@ -199,6 +199,8 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
     e.out_dtype = static_cast<int>(out_dtype);
     e.out_stride = rows;
     e.second_out = nullptr;
+    e.second_rshift = -1;
+    e.second_round = 0;
     e.narrow = narrow;
     e.narrow16 = narrow16;
     if (out2.defined()) {
@@ -209,6 +211,18 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
       e.second_add = second[1] > 0 ? (int64_t{1} << (second[1] - 1)) : 0;
       e.second_low = second[2];
       e.second_high = second[3];
+      const int64_t m2 = second[0];
+      if (narrow16 && m2 > 0 && (m2 & (m2 - 1)) == 0) {
+        const int64_t k = __builtin_ctzll(static_cast<unsigned long long>(m2));
+        const int64_t r = second[1] - k;
+        const int64_t round = r > 0 ? (int64_t{1} << (r - 1)) : 0;
+        // (y 2^k + 2^(s-1)) >> s == (y + 2^(r-1)) >> r, r = s - k >= 0; y + round must not
+        // leave int32 (y lies in [low, high]).
+        if (r >= 0 && high + round < kNarrow) {
+          e.second_rshift = r;
+          e.second_round = round;
+        }
+      }
     }
     return e;
   };
