@@ -209,7 +209,7 @@ def test_the_cli_reads_a_throughput_budget() -> None:
         parse_budget(["fpga-images-per-s=5000"])
 
 
-def test_the_cli_prints_the_plans_modelled_throughput() -> None:
+def test_the_cli_prints_the_plans_modelled_throughput(tmp_path) -> None:
     from mixq.cli.allocate import format_plan
 
     table = _table(np.random.default_rng(0), dict.fromkeys(SHAPES, LABELS))
@@ -217,3 +217,8 @@ def test_the_cli_prints_the_plans_modelled_throughput() -> None:
     last = format_plan(plan, table)[-1]
     images = plan.metadata["fpga"]["modelled_images_per_s"]
     assert last.startswith(f"xc7z045: {images:.6g} images/s modelled (target 3000;")
+    plan.save(tmp_path / "plan.json")  # the metadata, design included, is plain JSON
+    assert (
+        Plan.load(tmp_path / "plan.json").metadata["fpga"]["cycles"]
+        == plan.metadata["fpga"]["cycles"]
+    )
