@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 import mixq
-from mixq.convert import quantizable_layer_names
 from mixq.data import cifar10_loader
 from mixq.models import SmallCNN, load_pretrained_cifar_resnet, resnet20, resnet56
 from mixq.nn.layers import QuantConv2d, QuantLinear
@@ -21,6 +20,7 @@ from mixq.nn.weight_quant import RowWeightQuantizer
 from mixq.ratio import Ratio
 from mixq.recipe import LayerConfig, Recipe, Rule
 from mixq.schemes import Candidate
+from mixq.swap import quantizable_layer_names
 
 RMSMP = Recipe.preset("rmsmp")
 # The same ratios with cheap scale and score initialisation, for the larger models.

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # quantising, calibrating, saving
     "quantize": "mixq.convert",
-    "quantizable_layer_names": "mixq.convert",
+    "quantizable_layer_names": "mixq.swap",
     "calibrate": "mixq.calibrate",
     "save_quantized": "mixq.checkpoint",
     "load_quantized": "mixq.checkpoint",
@@ -93,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "AllocationError": "mixq.errors",
     "InfeasibleBudgetError": "mixq.errors",
     "DeviceError": "mixq.errors",
+    "DistributedSetupError": "mixq.errors",
     "HardwareCostError": "mixq.errors",
     "IntegerConversionError": "mixq.errors",
     "PackedFormatError": "mixq.errors",
@@ -120,6 +121,7 @@ __all__ = [
     "DeviceError",
     "DfqConfig",
     "DfqResult",
+    "DistributedSetupError",
     "FastEngineUnavailableError",
     "FloatLayerWarning",
     "HardwareCostError",
@@ -222,7 +224,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
     from mixq.assignment import RowAssignment
     from mixq.calibrate import calibrate
     from mixq.checkpoint import load_quantized, save_quantized
-    from mixq.convert import quantizable_layer_names, quantize
+    from mixq.convert import quantize
     from mixq.dfq import DfqConfig, DfqResult, dfq_search
     from mixq.errors import (
         AllocationError,
@@ -231,6 +233,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
         CheckpointError,
         DataError,
         DeviceError,
+        DistributedSetupError,
         FastEngineUnavailableError,
         FloatLayerWarning,
         HardwareCostError,
@@ -275,5 +278,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing here runs
     )
     from mixq.shapes import measure_layer_shapes
     from mixq.summary import LayerSummary, ModelSummary, describe
+    from mixq.swap import quantizable_layer_names
     from mixq.toggle import set_quantization
     from mixq.train import TrainConfig, TrainResult

@@ -30,7 +30,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mixq.assignment import RowAssignment
-from mixq.convert import set_submodule
 from mixq.errors import (
     CheckpointError,
     MixqError,
@@ -40,6 +39,7 @@ from mixq.errors import (
 from mixq.io import atomic_write
 from mixq.nn.act_quant import ACT_BITS_RANGE, ActQuantizer, CalibrationMethod
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
+from mixq.swap import set_submodule
 
 FORMAT_NAME = "mixq.quantized-model"
 FORMAT_VERSION = 1

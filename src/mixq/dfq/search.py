@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mixq.assignment import RowAssignment
 from mixq.batches import cycle_pairs
-from mixq.convert import quantizable_layer_names, quantize
+from mixq.convert import quantize
 from mixq.dfq.quantizer import FractionalBitsQuantizer, Granularity
 from mixq.dfq.rounding import round_bits
 from mixq.errors import AllocationError
@@ -40,6 +40,7 @@ from mixq.ratio import Ratio
 from mixq.recipe import LayerConfig, Recipe, Rule
 from mixq.schemes import BITS_RANGE, Candidate, parse_scheme
 from mixq.shapes import measure_layer_shapes
+from mixq.swap import quantizable_layer_names
 
 # The search runs for a number of steps, not epochs: it goes over the data again.
 _RE_ITERABLE = "; pass a re-iterable (a list or a DataLoader), or lower steps"

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from mixq.assignment import RowAssignment
-from mixq.convert import set_submodule
 from mixq.errors import SensitivityError
 from mixq.fold import find_conv_bn_pairs
 from mixq.nn.layers import QuantConv2d, QuantLinear
+from mixq.swap import set_submodule
 
 _PLACEHOLDER = "fixed-8"  # any candidate: only the fold of the QuantConv2d is used
 

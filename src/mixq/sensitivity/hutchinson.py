@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from mixq.batches import cycle_pairs
 from mixq.calibrate import model_device
-from mixq.convert import quantizable_layer_names
 from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
@@ -50,6 +49,7 @@ from mixq.sensitivity.hvp import BatchedHvp, LossFn, Weights, make_batched_hvp
 from mixq.sensitivity.moments import RowSampleStats
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
 from mixq.shapes import measure_layer_shapes
+from mixq.swap import quantizable_layer_names
 
 _RAN_OUT_HINT = (
     "; pass a re-iterable (a list or a DataLoader), or lower max_probes or batches_per_probe"

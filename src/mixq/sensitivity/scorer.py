@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from mixq.allocation.rows import assign_layer_rows
 from mixq.assignment import RowAssignment
-from mixq.convert import quantizable_layer_names
 from mixq.errors import SensitivityError
 from mixq.plan import LayerPlan, Plan
 from mixq.ratio import Ratio
@@ -25,6 +24,7 @@ from mixq.recipe import Recipe
 from mixq.scoring import perturbation_scorer
 from mixq.sensitivity.folded import folded_float_copy, layer_weight
 from mixq.sensitivity.table import SensitivityTable
+from mixq.swap import quantizable_layer_names
 
 
 @dataclass(frozen=True, eq=False)
