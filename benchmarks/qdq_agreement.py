@@ -2,22 +2,30 @@
 predictions that differ from mixq's integer engine and from the fake-quantised model, the
 largest logit difference, and which ops onnxruntime fused (``QLinearConv``/``QGemm``).
 
+To separate the format's own rounding from the runtime's, the fake-quantised model is also
+run with each layer's bias replaced by the QDQ file's int32 bias (dequantised): where that
+model agrees with onnxruntime, the differences from fake-quant come from the bias rounding
+the format requires (int32 at input step times weight scale), not from onnxruntime.
+
     python benchmarks/qdq_agreement.py --images 2000 --presets rmsmp fixed8 --act-bits 8 4
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from _common import add_run_options, start_run, write_result
+from onnx import numpy_helper
 
 import mixq
 from mixq.data import cifar10_loader
@@ -25,6 +33,7 @@ from mixq.export.onnx_runtime import run_onnx
 from mixq.export.qdq import export_qdq
 from mixq.integer import to_integer
 from mixq.models import load_pretrained_cifar_resnet, resnet20
+from mixq.nn.layers import QUANT_LAYERS, QuantConv2d
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,18 +98,22 @@ def measure(
     options.optimized_model_filepath = str(folder / "optimized.onnx")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     fused = Counter(n.op_type for n in onnx.load(folder / "optimized.onnx").graph.node)
+    qdq_bias = with_qdq_biases(quantized, onnx.load(path)).eval()
     counts = Counter[str]()
     max_logit = 0.0
     for images, labels in test:
         qdq = run_onnx(session, images)
         engine = integer(images)
         fake = quantized(images)
+        fake_qdq_bias = qdq_bias(images).argmax(1)
         counts["total"] += len(labels)
         counts["qdq_correct"] += int((qdq.argmax(1) == labels).sum())
         counts["engine_correct"] += int((engine.argmax(1) == labels).sum())
         counts["fake_correct"] += int((fake.argmax(1) == labels).sum())
         counts["vs_engine"] += int((qdq.argmax(1) != engine.argmax(1)).sum())
         counts["vs_fake"] += int((qdq.argmax(1) != fake.argmax(1)).sum())
+        counts["bias_vs_qdq"] += int((fake_qdq_bias != qdq.argmax(1)).sum())
+        counts["bias_vs_fake"] += int((fake_qdq_bias != fake.argmax(1)).sum())
         max_logit = max(max_logit, float((qdq - engine).abs().max()))
     total = counts["total"]
     return {
@@ -113,11 +126,33 @@ def measure(
         "disagreements_vs_engine": counts["vs_engine"],
         "disagreements_vs_fake_quant": counts["vs_fake"],
         "max_logit_difference_vs_engine": max_logit,
+        "fake_quant_with_qdq_bias_vs_qdq_disagreements": counts["bias_vs_qdq"],
+        "fake_quant_with_qdq_bias_vs_fake_quant_disagreements": counts["bias_vs_fake"],
         "convs": fused["QLinearConv"] + fused["FusedConv"] + fused["Conv"],
         "fused_qlinearconv": fused["QLinearConv"],
         "fused_qgemm": fused["QGemm"],
         "float_convs": fused["FusedConv"] + fused["Conv"],
     }
+
+
+def with_qdq_biases(quantized: torch.nn.Module, proto: Any) -> torch.nn.Module:
+    """A copy of the fake-quantised model whose layers' biases are the QDQ file's int32
+    biases times their scales (BatchNorm's shift absorbs the difference where it folds)."""
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    model = copy.deepcopy(quantized)
+    with torch.no_grad():
+        for name, layer in model.named_modules():
+            base = name.replace(".", "_")  # the fx node name, the QDQ nodes' prefix
+            if not isinstance(layer, QUANT_LAYERS) or f"{base}/bias" not in values:
+                continue
+            target = values[f"{base}/bias"].astype(np.float64) * values[f"{base}/bias/scale"]
+            _, bias = layer.effective_weight_bias()
+            assert bias is not None
+            delta = torch.from_numpy(target).float() - bias
+            bn = layer.bn if isinstance(layer, QuantConv2d) else None
+            holder = bn.bias if bn is not None and bn.affine else layer.bias
+            holder.add_(delta)
+    return model
 
 
 if __name__ == "__main__":

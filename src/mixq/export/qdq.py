@@ -5,8 +5,11 @@ kernels.
 Every scheme's levels are integers over one step per row (:func:`mixq.integer.weights.
 integer_weights`), so Fixed, PoT and SP2 rows alike are an ``int8`` weight initializer with
 a per-channel ``DequantizeLinear`` (axis 0, zero point 0, scale the row's step); rows whose
-integers exceed int8 (PoT above 5 bits) are refused. The bias is ``int32`` at scale
-``input step * row step``, as onnxruntime's own quantizer writes it. Each tensor that a
+integers exceed int8 (PoT above 5 bits) are refused. Each row's integers are multiplied by
+the largest power of two that keeps them within int8 (and within what x86's u8*s8 kernel
+adds without saturating) and its scale divided by it, exactly: the same weights, and a
+finer grid for the bias, which is ``int32`` at scale ``input step * weight scale`` as
+onnxruntime's own quantizer writes it (:func:`weight_spread`). Each tensor that a
 quantised layer reads is quantised once, per tensor, at that layer's calibrated input step
 (the finest one where several layers read it): ``uint8`` for unsigned levels, ``int8`` for
 signed ones, zero point 0; where the quantiser's range is narrower than the type's, a
@@ -19,9 +22,11 @@ within a small fraction of a step of it; clipping it to the 4-bit levels cost 2 
 top-1 at A4 on ResNet-20). ReLU, residual additions, pooling, ReLU6/clamp, cat and
 Hardswish/SiLU/Sigmoid stay float ops between the Q/DQ pairs.
 
-onnxruntime requantises in float32, so this format is fast but not bit-exact: a few
-predictions may differ from :func:`mixq.integer.to_integer`'s (``benchmarks/qdq_agreement.py``
-counts them on real images).
+onnxruntime requantises in float32, so this format is fast but not bit-exact: some
+predictions differ from :func:`mixq.integer.to_integer`'s and from the fake-quantised
+model's (``benchmarks/qdq_agreement.py`` counts them on real images). The int32 bias is the
+one systematic difference from fake-quant: the fake-quantised model with the file's biases
+computes what onnxruntime computes (see ``docs/integer.md``, *Formats*).
 """
 
 from __future__ import annotations
