@@ -64,3 +64,75 @@ def test_zero_rows_get_the_minimum_scale() -> None:
 def test_unknown_method() -> None:
     with pytest.raises(ValueError, match="unknown scale initialisation 'median'"):
         init_scale(torch.ones(1, 2), Candidate.parse("fixed-4"), "median")  # type: ignore[arg-type]
+
+
+def _full_search_oracle(w: torch.Tensor, candidate: Candidate) -> torch.Tensor:
+    """The MSE search as it was before screening: every fraction on every row."""
+    peak = max_abs_scale(w)
+    best_alpha = peak.clone()
+    best_error = row_squared_error(w, peak, candidate)
+    for fraction in _MSE_FRACTIONS[:-1]:
+        alpha = peak * fraction
+        error = row_squared_error(w, alpha, candidate)
+        better = error < best_error
+        best_alpha = torch.where(better, alpha, best_alpha)
+        best_error = torch.where(better, error, best_error)
+    return best_alpha
+
+
+def _varied_weights() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    heavy = torch.randn(48, 300, generator=g).pow(3)  # outliers: clipping pays
+    pruned = torch.randn(20, 128, generator=g) * 0.05
+    pruned[::3] = 0.0  # all-zero rows: every clip ties, the peak wins
+    pruned[1, ::2] = 0.0
+    on_grid = torch.randint(-7, 8, (16, 96), generator=g).float() / 7  # exact fixed-4 values
+    tied = torch.full((8, 64), 0.25)
+    return [
+        torch.randn(96, 1536, generator=g) * 0.02,  # a transformer block's row length
+        torch.randn(30, 576, generator=g) * 0.1,
+        heavy,
+        pruned,
+        on_grid,
+        tied,
+        torch.randn(1, 200, generator=g),  # one row: the full search
+        torch.randn(12, 9, generator=g),  # short rows: the full search
+        torch.randn(40, 64, generator=g) * 1e-7,  # tiny clips: no screening
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "threads"),
+    [
+        ("fixed-2", 1),
+        ("fixed-4", 1),
+        ("sp2-4", 1),
+        ("pot-4", 1),
+        ("pot-8", 1),
+        ("fixed-8", 1),
+        ("sp2-4", 2),
+    ],
+)
+def test_screened_search_equals_the_full_search_bitwise(name: str, threads: int) -> None:
+    candidate = Candidate.parse(name)
+    torch.set_num_threads(threads)
+    # Two threads split sums of 2^15 values or more: one such matrix is enough there.
+    weights = _varied_weights() if threads == 1 else [torch.randn(64, 1024) * 0.05]
+    try:
+        for w in weights:
+            assert torch.equal(mse_scale(w, candidate), _full_search_oracle(w, candidate)), w.shape
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_screened_search_on_pretrained_resnet20(shared_data) -> None:
+    from mixq.models import load_pretrained_cifar_resnet, resnet20
+
+    path = shared_data / "resnet-cifar10" / "resnet20-12fca82f.th"
+    model = load_pretrained_cifar_resnet(resnet20(), path)
+    layers = [p.detach().flatten(1) for p in model.parameters() if p.dim() > 1]
+    assert len(layers) == 20
+    for name in ("sp2-4", "fixed-4", "fixed-8"):
+        candidate = Candidate.parse(name)
+        for w in layers:
+            assert torch.equal(mse_scale(w, candidate), _full_search_oracle(w, candidate))

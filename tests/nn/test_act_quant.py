@@ -144,3 +144,78 @@ def test_state_dict_round_trip() -> None:
     assert torch.equal(target(x), source(x))
     assert "bits=6, signed, method=percentile" in repr(target)
     assert "auto" in repr(ActQuantizer(bits=4))
+
+
+def _full_clip_search_oracle(q: ActQuantizer, sample: torch.Tensor) -> torch.Tensor:
+    """The activation MSE search as it was before screening: all 64 fractions."""
+    magnitude = sample.abs() if q.signed else sample.clamp_min(0)
+    peak = magnitude.max().clamp_min(1e-8)
+    best, best_error = peak, float("inf")
+    for fraction in torch.linspace(1.0 / 64, 1.0, 64):
+        alpha = peak * fraction
+        error = float(
+            (quantize_uniform(sample, alpha, q.bits, signed=bool(q.signed)) - sample).pow(2).mean()
+        )
+        if error < best_error:
+            best, best_error = alpha, error
+    return best
+
+
+def _activations() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+    with torch.no_grad():
+        feature = conv(torch.randn(4, 3, 32, 32, generator=g))  # 2^16 values: all kept
+    return [
+        feature.relu(),  # post-ReLU: many exact zeros, unsigned
+        feature,  # signed
+        torch.randn(20_000, generator=g).pow(3),  # heavy tails: clipping pays
+        torch.randint(0, 16, (5000,), generator=g).float() / 15,  # exactly on a 4-bit grid
+        torch.full((3000,), 0.5),  # every clip of one value
+        torch.tensor([0.0, 1.0]),
+    ]
+
+
+@pytest.mark.parametrize(("bits", "threads"), [(2, 1), (4, 1), (8, 2), (16, 1)])
+def test_screened_clip_search_equals_the_full_search_bitwise(bits: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    # Two threads split sums of 2^15 values or more: one such tensor is enough there.
+    samples = _activations() if threads == 1 else _activations()[:1]
+    try:
+        for x in samples:
+            q = ActQuantizer(bits)
+            q.start_calibration()
+            q(x)
+            q.finish_calibration()
+            oracle = ActQuantizer(bits, signed=q.signed)
+            expected = _full_clip_search_oracle(oracle, x.flatten())
+            assert torch.equal(q.alpha.detach(), expected.clamp_min(1e-8)), (bits, x.shape)
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_screened_clip_search_on_resnet20_activations(shared_data, monkeypatch) -> None:
+    """During a real calibration, every clip equals the full search's on the same sample."""
+    import mixq
+    from mixq.data import cifar10_loader
+    from mixq.models import load_pretrained_cifar_resnet, resnet20
+
+    model = load_pretrained_cifar_resnet(
+        resnet20(), shared_data / "resnet-cifar10" / "resnet20-12fca82f.th"
+    )
+    calib = list(cifar10_loader(shared_data / "cifar10-jpeg", "train", 16, limit=32))
+    screened = ActQuantizer._mse_clip
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def both(self: ActQuantizer, sample: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+        chosen = screened(self, sample, magnitude)
+        pairs.append((chosen, _full_clip_search_oracle(self, sample)))
+        return chosen
+
+    monkeypatch.setattr(ActQuantizer, "_mse_clip", both)
+    for bits in (8, 4):
+        q = mixq.quantize(model, mixq.Recipe.preset("rmsmp", act_bits=bits), progress=False)
+        mixq.calibrate(q, calib, progress=False)
+    assert len(pairs) == 2 * 20
+    for chosen, expected in pairs:
+        assert torch.equal(chosen, expected)

@@ -7,6 +7,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from mixq.clip_screen import (
+    SortedMagnitudes,
+    contenders,
+    estimated_errors,
+    float32_error_bound,
+)
 from mixq.errors import CalibrationError, SchemeError
 from mixq.fakequant import MIN_SCALE, quantize_uniform, scale_gradient
 
@@ -17,6 +23,7 @@ _SAMPLES_PER_BATCH = 1 << 16  # values kept per batch while calibrating
 _MAX_SAMPLES = 1 << 21  # bounds memory and the MSE search on long calibrations
 _PERCENTILE = 0.9999
 _MSE_STEPS = 64
+_SCREEN_MAX_MAGNITUDE = 1e15  # squared errors stay far from float32 overflow
 
 
 class ActQuantizer(nn.Module):
@@ -115,10 +122,15 @@ class ActQuantizer(nn.Module):
         self.calibrated.fill_(True)
 
     def _mse_clip(self, sample: Tensor, magnitude: Tensor) -> Tensor:
+        """The clip, among ``_MSE_STEPS`` fractions of the peak, with the least mean squared
+        error (the first of equal errors). Only the fractions :mod:`mixq.clip_screen` cannot
+        rule out are evaluated, with the float32 operations of a full search, so the result
+        is the full search's bit for bit."""
         peak = magnitude.max().clamp_min(MIN_SCALE)
+        fractions = torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS)
         best, best_error = peak, float("inf")
-        for fraction in torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS):
-            alpha = peak * fraction
+        for index in self._clip_contenders(sample, magnitude, peak * fractions):
+            alpha = peak * fractions[index]
             error = float(
                 (quantize_uniform(sample, alpha, self.bits, signed=bool(self.signed)) - sample)
                 .pow(2)
@@ -127,6 +139,22 @@ class ActQuantizer(nn.Module):
             if error < best_error:
                 best, best_error = alpha, error
         return best
+
+    def _clip_contenders(self, sample: Tensor, magnitude: Tensor, alphas: Tensor) -> list[int]:
+        """Indices of ``alphas`` whose error can be the least (all where the screen's error
+        bound does not hold: values near float32 overflow)."""
+        everything = list(range(alphas.numel()))
+        if sample.numel() < 2 or float(magnitude.max()) > _SCREEN_MAX_MAGNITUDE:
+            return everything
+        # Unsigned: values below zero round to 0 whatever the clip, adding their squares.
+        below = 0.0 if self.signed else float(sample.clamp_max(0).double().pow(2).sum())
+        data = SortedMagnitudes(magnitude.reshape(1, -1))
+        levels = torch.arange(self.levels + 1, dtype=torch.float64) / self.levels
+        candidates = alphas.reshape(1, -1).double()
+        errors = estimated_errors(data, candidates, levels) + below
+        bound = float32_error_bound(errors, candidates, data, 1.0 / self.levels)
+        keep = contenders(errors, bound, divided=True)[0]
+        return keep.nonzero().flatten().tolist()
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"bits": self.bits, "signed": self.signed, "method": self.method}
