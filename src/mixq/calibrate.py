@@ -1,4 +1,12 @@
-"""Activation calibration: run a few batches, then set every clip level from what was seen."""
+"""Activation calibration: run a few batches, then set every clip level from what was seen.
+
+Under ``torch.distributed`` each process calibrates on its own batches and the clip levels
+are those of one process calibrating on every process's batches, rank 0's first (PyTorch's
+own observers keep per-process ranges: pytorch/pytorch#85627). A first pass counts the
+values each batch gives every quantiser, so that each process subsamples its batches as
+that one process would; the kept values and the least value are then gathered in rank
+order, and rank 0's clip levels are broadcast (one choice, whatever the thread counts).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,14 @@ from collections.abc import Iterable, Sized
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from mixq.batches import check_batches, model_device, run_batch, run_checked
+from mixq.distributed_env import broadcast_from_main, gather_objects, is_distributed
 from mixq.errors import CalibrationDataWarning, CalibrationError
-from mixq.nn.act_quant import ActQuantizer
+from mixq.nn.act_quant import MAX_SAMPLES, ActQuantizer
 
 DEFAULT_BATCHES = 8
 
@@ -69,13 +79,19 @@ def calibrate(
     was_training = model.training
     model.eval()
     device = model_device(model)
-    for q in quantizers:
-        q.start_calibration()
+    distributed = is_distributed()
     try:
+        if distributed:
+            _align_subsampling(model, taken, device, named)
+        else:
+            for q in quantizers:
+                q.start_calibration()
         for index, batch in enumerate(
             tqdm(taken, desc="calibrate", disable=not progress, leave=False), start=1
         ):
             run_checked(model, batch, device, index)
+        if distributed:
+            _gather_observations(named)
         for name, q in named:
             try:
                 q.finish_calibration()
@@ -83,8 +99,47 @@ def calibrate(
                 raise CalibrationError(
                     f"{name}: {exc} (is the layer on the forward path?)"
                 ) from None
+        if distributed:
+            _broadcast_clips(named)
     finally:
         for q in quantizers:
             q._samples = None
         model.train(was_training)
     return len(taken)
+
+
+def _align_subsampling(
+    model: nn.Module, taken: list[Any], device: torch.device, named: list[tuple[str, ActQuantizer]]
+) -> None:
+    """Count the values every batch gives each quantiser on every rank, then start each
+    quantiser's calibration with its generator past the lower ranks' batches."""
+    for _, q in named:
+        q.start_calibration(counting=True)
+    for index, batch in enumerate(taken, start=1):
+        run_checked(model, batch, device, index)
+    sizes = gather_objects({name: q.observed_sizes for name, q in named})
+    rank = dist.get_rank()
+    for name, q in named:
+        q.start_calibration()
+        for lower in sizes[:rank]:
+            q.skip_draws(lower[name])
+
+
+def _gather_observations(named: list[tuple[str, ActQuantizer]]) -> None:
+    """Every quantiser's kept values from all ranks, in rank order, and the least value."""
+    local = {}
+    for name, q in named:
+        sample, minimum = q.observations()
+        local[name] = (sample[-MAX_SAMPLES:], minimum)  # the union keeps no more
+    everyone = gather_objects(local)
+    for name, q in named:
+        parts = [rank_observations[name] for rank_observations in everyone]
+        q.set_observations(torch.cat([p[0] for p in parts]), min(p[1] for p in parts))
+
+
+def _broadcast_clips(named: list[tuple[str, ActQuantizer]]) -> None:
+    clips = broadcast_from_main({name: (q.alpha.detach().clone(), q.signed) for name, q in named})
+    with torch.no_grad():
+        for name, q in named:
+            alpha, q.signed = clips[name]
+            q.alpha.copy_(alpha)

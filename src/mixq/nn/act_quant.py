@@ -20,7 +20,7 @@ CalibrationMethod = Literal["mse", "percentile"]
 
 ACT_BITS_RANGE = (2, 16)
 _SAMPLES_PER_BATCH = 1 << 16  # values kept per batch while calibrating
-_MAX_SAMPLES = 1 << 21  # bounds memory and the MSE search on long calibrations
+MAX_SAMPLES = 1 << 21  # bounds memory and the MSE search on long calibrations
 _PERCENTILE = 0.9999
 _MSE_STEPS = 64
 _SCREEN_MAX_MAGNITUDE = 1e15  # squared errors stay far from float32 overflow
@@ -57,6 +57,8 @@ class ActQuantizer(nn.Module):
         self.register_buffer("calibrated", torch.tensor(False))
         self._samples: list[Tensor] | None = None
         self._min = float("inf")
+        self._sizes: list[int] = []  # values per observed batch, in order
+        self._counting = False
 
     @property
     def levels(self) -> int:
@@ -68,10 +70,36 @@ class ActQuantizer(nn.Module):
         """The quantisation step (the integer engine's activation scale)."""
         return self.alpha.detach().clamp_min(MIN_SCALE) / self.levels
 
-    def start_calibration(self) -> None:
+    def start_calibration(self, *, counting: bool = False) -> None:
+        """Observe what :meth:`forward` sees from now on; ``counting``: only how many
+        values each batch holds (:attr:`observed_sizes`), keeping no sample."""
         self._samples = []
         self._min = float("inf")
+        self._sizes = []
+        self._counting = counting
         self._generator = torch.Generator().manual_seed(0)
+
+    @property
+    def observed_sizes(self) -> list[int]:
+        """Values in each non-empty batch observed since the start of calibration."""
+        return list(self._sizes)
+
+    def skip_draws(self, sizes: list[int]) -> None:
+        """Advance the subsampling generator as observing batches of ``sizes`` values would,
+        so that this process subsamples its batches as one process would after those."""
+        for size in sizes:
+            if size > _SAMPLES_PER_BATCH:
+                torch.randint(size, (_SAMPLES_PER_BATCH,), generator=self._generator)
+
+    def observations(self) -> tuple[Tensor, float]:
+        """The values kept so far (empty if none) and the least value seen."""
+        kept = torch.cat(self._samples) if self._samples else torch.empty(0)
+        return kept, self._min
+
+    def set_observations(self, sample: Tensor, minimum: float) -> None:
+        """Replace what was observed (the union of several processes' observations)."""
+        self._samples = [sample] if sample.numel() else []
+        self._min = minimum
 
     def forward(self, x: Tensor) -> Tensor:
         if self._samples is not None:
@@ -90,9 +118,14 @@ class ActQuantizer(nn.Module):
         )
 
     def _observe(self, x: Tensor) -> None:
+        if self._counting:
+            if x.numel():
+                self._sizes.append(x.numel())
+            return
         flat = x.detach().float().flatten().cpu()
         if flat.numel() == 0:
             return
+        self._sizes.append(flat.numel())
         if not torch.isfinite(flat).all():
             raise CalibrationError("calibration activations contain NaN or Inf")
         self._min = min(self._min, float(flat.min()))
@@ -108,7 +141,7 @@ class ActQuantizer(nn.Module):
         if not self._samples:
             self._samples = None
             raise CalibrationError("no activations were observed during calibration")
-        sample = torch.cat(self._samples)[-_MAX_SAMPLES:]
+        sample = torch.cat(self._samples)[-MAX_SAMPLES:]
         self._samples = None
         if self.signed is None:
             self.signed = self._min < 0
