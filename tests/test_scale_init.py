@@ -11,6 +11,7 @@ from mixq.scale_init import (
     init_scale,
     max_abs_scale,
     mse_scale,
+    mse_scales_and_errors,
     row_squared_error,
 )
 from mixq.schemes import Candidate
@@ -120,7 +121,10 @@ def test_screened_search_equals_the_full_search_bitwise(name: str, threads: int)
     weights = _varied_weights() if threads == 1 else [torch.randn(64, 1024) * 0.05]
     try:
         for w in weights:
-            assert torch.equal(mse_scale(w, candidate), _full_search_oracle(w, candidate)), w.shape
+            expected = _full_search_oracle(w, candidate)
+            alpha, error = mse_scales_and_errors(w, [candidate])[candidate]
+            assert torch.equal(alpha, expected), w.shape
+            assert torch.equal(error, row_squared_error(w, expected, candidate)), w.shape
     finally:
         torch.set_num_threads(1)
 
@@ -132,7 +136,8 @@ def test_screened_search_on_pretrained_resnet20(shared_data) -> None:
     model = load_pretrained_cifar_resnet(resnet20(), path)
     layers = [p.detach().flatten(1) for p in model.parameters() if p.dim() > 1]
     assert len(layers) == 20
-    for name in ("sp2-4", "fixed-4", "fixed-8"):
-        candidate = Candidate.parse(name)
-        for w in layers:
-            assert torch.equal(mse_scale(w, candidate), _full_search_oracle(w, candidate))
+    candidates = [Candidate.parse(name) for name in ("sp2-4", "fixed-4", "fixed-8")]
+    for w in layers:
+        for candidate, (alpha, error) in mse_scales_and_errors(w, candidates).items():
+            assert torch.equal(alpha, _full_search_oracle(w, candidate))
+            assert torch.equal(error, row_squared_error(w, alpha, candidate))

@@ -49,9 +49,9 @@ class SortedMagnitudes:
     """
 
     def __init__(self, values: Tensor) -> None:
-        magnitude = values.detach().double().abs()
-        self.values = magnitude.sort(dim=1).values
-        zeros = torch.zeros(magnitude.shape[0], 1, dtype=torch.float64, device=values.device)
+        # Sorted before widening: the same order, at half the cost of sorting float64.
+        self.values = values.detach().abs().sort(dim=1).values.double()
+        zeros = torch.zeros(values.shape[0], 1, dtype=torch.float64, device=values.device)
         self.sum1 = torch.cat([zeros, self.values.cumsum(dim=1)], dim=1)
         self.sum2 = torch.cat([zeros, self.values.pow(2).cumsum(dim=1)], dim=1)
 

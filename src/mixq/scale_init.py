@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -57,23 +58,41 @@ def mse_scale(w_rows: Tensor, candidate: Candidate) -> Tensor:
     >>> round(float(mse_scale(w, Candidate.parse("fixed-2"))), 3)
     0.39
     """
+    return mse_scales_and_errors(w_rows, (candidate,))[candidate][0]
+
+
+def mse_scales_and_errors(
+    w_rows: Tensor, candidates: Sequence[Candidate]
+) -> dict[Candidate, tuple[Tensor, Tensor]]:
+    """:func:`mse_scale` for each candidate, with :func:`row_squared_error` at the chosen
+    clip levels (the same values bit for bit), sorting the rows once for all candidates."""
     w = w_rows.detach()
     if not _screenable(w):
-        return _mse_scale_all(w, candidate)
+        chosen = {c: _mse_scale_all(w, c) for c in candidates}
+        return {c: (alpha, row_squared_error(w, alpha, c)) for c, alpha in chosen.items()}
     peak = max_abs_scale(w)
     fractions = _MSE_FRACTIONS.to(w.device)[:-1]
     alphas = torch.cat([peak.unsqueeze(1), peak.unsqueeze(1) * fractions], dim=1)
-    pairs = _contender_pairs(w, alphas, candidate).nonzero()
+    masks = _contender_pairs(w, alphas, candidates)
+    return {c: _least_pairs(w, alphas, masks[c], c) for c in candidates}
+
+
+def _least_pairs(
+    w: Tensor, alphas: Tensor, mask: Tensor, candidate: Candidate
+) -> tuple[Tensor, Tensor]:
+    """Each row's first clip of least float32 error among the contenders, and that error."""
+    pairs = mask.nonzero()
     rows, tried = pairs[:, 0], pairs[:, 1]
     pair_alphas = alphas[rows, tried]
     errors = _pair_errors(w, rows, pair_alphas, candidate)
     # The first of each row's least errors: pairs are in row order, then candidate order.
-    least = torch.full_like(peak, math.inf).scatter_reduce(0, rows, errors, "amin")
-    position = torch.arange(rows.numel(), device=w.device)
-    first = torch.full_like(peak, rows.numel(), dtype=torch.int64).scatter_reduce(
-        0, rows, position.masked_fill(errors != least[rows], rows.numel()), "amin"
+    count = rows.numel()
+    least = torch.full_like(alphas[:, 0], math.inf).scatter_reduce(0, rows, errors, "amin")
+    position = torch.arange(count, device=w.device)
+    first = torch.full((w.shape[0],), count, dtype=torch.int64, device=w.device).scatter_reduce(
+        0, rows, position.masked_fill(errors != least[rows], count), "amin"
     )
-    return pair_alphas[first]
+    return pair_alphas[first], errors[first]
 
 
 def _screenable(w: Tensor) -> bool:
@@ -90,19 +109,25 @@ def _screenable(w: Tensor) -> bool:
     return float(w.abs().max()) <= _SCREEN_MAX_MAGNITUDE
 
 
-def _contender_pairs(w: Tensor, alphas: Tensor, candidate: Candidate) -> Tensor:
-    levels = signed_grid(candidate, w.device)[0]
-    levels = levels[levels >= 0].double()
-    step = widest_step(levels)
-    per_row = alphas.shape[1] * (levels.numel() + 1)
-    chunk = max(1, _SCREEN_ELEMENTS // per_row)
-    masks = []
+def _contender_pairs(
+    w: Tensor, alphas: Tensor, candidates: Sequence[Candidate]
+) -> dict[Candidate, Tensor]:
+    """For each candidate, the ``(R, clips)`` mask of (row, clip) pairs the screen keeps."""
+    grids = {}
+    for candidate in candidates:
+        levels = signed_grid(candidate, w.device)[0]
+        grids[candidate] = levels[levels >= 0].double()
+    widest = max(levels.numel() for levels in grids.values())
+    chunk = max(1, _SCREEN_ELEMENTS // (alphas.shape[1] * (widest + 1)))
+    masks: dict[Candidate, list[Tensor]] = {c: [] for c in candidates}
     for start in range(0, w.shape[0], chunk):
         data = SortedMagnitudes(w[start : start + chunk])
         part = alphas[start : start + chunk].double()
-        errors = estimated_errors(data, part, levels)
-        masks.append(contenders(errors, float32_error_bound(errors, part, data, step)))
-    return torch.cat(masks)
+        for candidate, levels in grids.items():
+            errors = estimated_errors(data, part, levels)
+            bound = float32_error_bound(errors, part, data, widest_step(levels))
+            masks[candidate].append(contenders(errors, bound))
+    return {c: torch.cat(parts) for c, parts in masks.items()}
 
 
 def _pair_errors(w: Tensor, rows: Tensor, alphas: Tensor, candidate: Candidate) -> Tensor:

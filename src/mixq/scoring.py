@@ -17,7 +17,7 @@ from torch import Tensor
 from mixq.errors import RecipeError
 from mixq.ratio import Ratio
 from mixq.recipe import BUILTIN_ROW_SCORERS
-from mixq.scale_init import init_scale, row_squared_error
+from mixq.scale_init import mse_scales_and_errors
 
 RowScorer = Callable[[str, Tensor, Ratio], np.ndarray]
 
@@ -35,11 +35,9 @@ def perturbation_scorer(name: str, w_rows: Tensor, ratio: Ratio) -> np.ndarray:
     del name
     w = w_rows.detach()
     lowest = min(c.bits for c in ratio.candidates)
-    errors = [
-        row_squared_error(w, init_scale(w, c, "mse"), c)
-        for c in ratio.candidates
-        if c.bits == lowest
-    ]
+    group = [c for c in ratio.candidates if c.bits == lowest]
+    # The errors at the MSE clips, as row_squared_error gives them, with one sort of the rows.
+    errors = [error for _, error in mse_scales_and_errors(w, group).values()]
     best = min(errors, key=lambda e: float(e.sum()))
     return best.double().cpu().numpy()
 
