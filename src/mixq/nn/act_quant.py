@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -126,9 +127,11 @@ class ActQuantizer(nn.Module):
         if flat.numel() == 0:
             return
         self._sizes.append(flat.numel())
-        if not torch.isfinite(flat).all():
+        # One pass for both: a NaN makes both extremes NaN, an infinity one of them.
+        low, high = (float(v) for v in torch.aminmax(flat))
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise CalibrationError("calibration activations contain NaN or Inf")
-        self._min = min(self._min, float(flat.min()))
+        self._min = min(self._min, low)
         if flat.numel() > _SAMPLES_PER_BATCH:
             picks = torch.randint(flat.numel(), (_SAMPLES_PER_BATCH,), generator=self._generator)
             flat = flat[picks]
