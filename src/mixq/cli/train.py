@@ -162,7 +162,12 @@ def _train(
         limit=args.train_images,
         seed=config.seed,
     )
-    test_loader = spec.loader("test", args.batch_size, root=args.data_dir, limit=args.eval_images)
+    # Rank 0 alone evaluates (and broadcasts the metrics): the others need no test set.
+    test_loader = (
+        spec.loader("test", args.batch_size, root=args.data_dir, limit=args.eval_images)
+        if ranks.is_main
+        else None
+    )
     result = train(
         loaded.model,
         train_loader,
