@@ -192,15 +192,21 @@ def hessian(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
 
 
 def add_scaling(rows: list[dict[str, Any]]) -> None:
-    """Each row's speed-up over its task's 1-process row with the most threads."""
-    for task in {row["task"] for row in rows}:
-        mine = [row for row in rows if row["task"] == task]
-        ones = [row for row in mine if row["processes"] == 1]
-        if not ones:
-            continue
-        base = max(ones, key=lambda row: row["threads_per_process"])
-        for row in mine:
-            row["speedup_vs_1_process"] = round(base["wall_s"] / row["wall_s"], 3)
+    """Each row's speed-up over the 1-process row of its task with one thread, and over
+    the 1-process row with as many threads in all (when those rows were run)."""
+    for row in rows:
+        row["threads_in_all"] = row["processes"] * row["threads_per_process"]
+    for row in rows:
+        singles = {
+            r["threads_per_process"]: r
+            for r in rows
+            if r["task"] == row["task"] and r["processes"] == 1
+        }
+        if 1 in singles:
+            row["speedup_vs_1_process_1_thread"] = round(singles[1]["wall_s"] / row["wall_s"], 3)
+        same = singles.get(row["threads_in_all"])
+        if same is not None:
+            row["speedup_vs_1_process_same_threads"] = round(same["wall_s"] / row["wall_s"], 3)
 
 
 def weights_path(data_root: Path) -> Path:
