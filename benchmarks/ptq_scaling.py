@@ -253,6 +253,16 @@ def _plot(rows: list[dict[str, Any]], path: Any) -> None:
     for r in rows:
         if r["model"] == "all-MiniLM-L6-v2":
             ax.plot([r["layers"]], [r["quantize_s"]], "^", label="MiniLM-L6, one-pass")
+    for r in rows:  # the machine is shared: each time beside the load it ran under
+        if "quantize_s" in r and r.get("load_average_before_after"):
+            load = max(r["load_average_before_after"])
+            ax.annotate(
+                f"load {load:.1f}",
+                (r["layers"], r["quantize_s"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, -10),
+            )
     ax.set_xlabel("quantised layers")
     ax.set_ylabel("mixq.quantize time (s)")
     ax.set_title("PTQ time against depth (GPTQ rounding, same calibration data)")
