@@ -55,7 +55,9 @@ def test_float32_row_errors_lie_within_the_bound(name: str) -> None:
     exact = torch.stack([row_squared_error(w, a, candidate) for a in alphas.T], dim=1).double()
     data = SortedMagnitudes(w)
     estimate = estimated_errors(data, alphas.double(), levels)
-    bound = float32_error_bound(estimate, alphas.double(), data, widest_step(levels))
+    bound = float32_error_bound(
+        estimate, alphas.double(), data, widest_step(levels), levels.numel()
+    )
     assert bool(((exact - estimate).abs() <= bound).all())
     mask = contenders(estimate, bound)
     winners = exact.argmin(dim=1)
@@ -78,7 +80,9 @@ def test_float32_activation_errors_lie_within_the_bound(bits: int, signed: bool)
     data = SortedMagnitudes(x.reshape(1, -1))
     levels = torch.arange(top + 1, dtype=torch.float64) / top
     estimate = estimated_errors(data, alphas.reshape(1, -1).double(), levels)[0]
-    bound = float32_error_bound(estimate[None], alphas.reshape(1, -1).double(), data, 1 / top)[0]
+    bound = float32_error_bound(
+        estimate[None], alphas.reshape(1, -1).double(), data, 1 / top, top + 1
+    )[0]
     assert bool(((exact - estimate).abs() <= bound).all())
 
 

@@ -20,8 +20,8 @@ at most ``2 step a * 2 eps (a + |x|)``, summing to ``4 eps step a (n a + s)``; t
 sum itself is off by at most ``(4 L + 64) eps e`` for PyTorch's cascade summation (four
 levels of at most ``L = 2^max(4, ceil(log2 n) / 4)`` additions each, then the vector lanes and
 the threads' partial sums combined); and the
-float64 estimate, built from prefix sums, by ``4 n eps64 (q + 2 a s + n a^2)`` with ``q`` the
-sum of squares.
+float64 estimate, built from prefix sums over the ``K`` levels, by
+``4 (n + K) eps64 (q + 2 a s + n a^2)`` with ``q`` the sum of squares.
 """
 
 from __future__ import annotations
@@ -77,28 +77,30 @@ def estimated_errors(data: SortedMagnitudes, alphas: Tensor, levels: Tensor) -> 
     midpoints = (levels[1:] + levels[:-1]) / 2
     alphas = alphas.double()
     candidates = alphas.shape[1]
+    # Inner bucket edges: the first value at or above each midpoint times the clip.
     edges = torch.searchsorted(
         data.values, (alphas.unsqueeze(2) * midpoints).reshape(batch, -1)
     ).reshape(batch, candidates, -1)
-    first = torch.zeros(batch, candidates, 1, dtype=edges.dtype, device=edges.device)
-    edges = torch.cat([first, edges, torch.full_like(first, count)], dim=2)
-
-    def bucket_sums(prefix: Tensor) -> Tensor:
-        at_edges = prefix.gather(1, edges.reshape(batch, -1)).reshape(edges.shape)
-        return at_edges[..., 1:] - at_edges[..., :-1]
-
-    n = (edges[..., 1:] - edges[..., :-1]).double()
-    level = alphas.unsqueeze(2) * levels  # (B, F, levels)
-    errors = bucket_sums(data.sum2) - 2 * level * bucket_sums(data.sum1) + n * level.pow(2)
-    return errors.sum(dim=2).clamp_min(0.0)
+    below = data.sum1.gather(1, edges.reshape(batch, -1)).reshape(edges.shape)
+    # sum (a - alpha m_k)^2 over buckets, by parts: sum a^2 - 2 alpha sum_k m_k S1_k +
+    # alpha^2 sum_k m_k^2 n_k, where each inner edge contributes (m_{k-1} - m_k) times the
+    # prefix sums below it and the top level the totals.
+    step_down = levels[:-1] - levels[1:]
+    step_down_sq = levels[:-1].pow(2) - levels[1:].pow(2)
+    top, top_sq = levels[-1], levels[-1].pow(2)
+    linear = below @ step_down + data.sum1[:, -1:] * top
+    quadratic = edges.double() @ step_down_sq + count * top_sq
+    errors = data.sum2[:, -1:] - 2 * alphas * linear + alphas.pow(2) * quadratic
+    return errors.clamp_min(0.0)
 
 
 def float32_error_bound(
-    errors: Tensor, alphas: Tensor, data: SortedMagnitudes, step: float
+    errors: Tensor, alphas: Tensor, data: SortedMagnitudes, step: float, levels: int
 ) -> Tensor:
     """How far a float32 evaluation of each error in ``errors`` (``(B, F)``) can lie from it
     (see the module docstring); ``step`` is the widest gap between neighbouring levels as a
-    fraction of the clip level. Clip levels below ``_SMALLEST_SCREENED`` get an infinite
+    fraction of the clip level, ``levels`` how many magnitudes the grid has (each adds a
+    rounding to the estimate). Clip levels below ``_SMALLEST_SCREENED`` get an infinite
     bound: every candidate stays in."""
     count = float(data.count)
     total = data.sum1[:, -1:]
@@ -109,7 +111,7 @@ def float32_error_bound(
         + (4 * _cascade_level(count) + 64) * errors
     )
     squares = data.sum2[:, -1:] + 2 * alphas * total + count * alphas.pow(2)
-    bound = _SAFETY * (float32_part + 4 * count * _EPS64 * squares)
+    bound = _SAFETY * (float32_part + 4 * (count + levels) * _EPS64 * squares)
     return bound.masked_fill(alphas < _SMALLEST_SCREENED, math.inf)
 
 

@@ -125,7 +125,7 @@ def _contender_pairs(
         part = alphas[start : start + chunk].double()
         for candidate, levels in grids.items():
             errors = estimated_errors(data, part, levels)
-            bound = float32_error_bound(errors, part, data, widest_step(levels))
+            bound = float32_error_bound(errors, part, data, widest_step(levels), levels.numel())
             masks[candidate].append(contenders(errors, bound))
     return {c: torch.cat(parts) for c, parts in masks.items()}
 

@@ -188,7 +188,7 @@ class ActQuantizer(nn.Module):
         levels = torch.arange(self.levels + 1, dtype=torch.float64) / self.levels
         candidates = alphas.reshape(1, -1).double()
         errors = estimated_errors(data, candidates, levels) + below
-        bound = float32_error_bound(errors, candidates, data, 1.0 / self.levels)
+        bound = float32_error_bound(errors, candidates, data, 1.0 / self.levels, levels.numel())
         keep = contenders(errors, bound, divided=True)[0]
         return keep.nonzero().flatten().tolist()
 
