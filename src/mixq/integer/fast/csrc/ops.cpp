@@ -59,12 +59,18 @@ int64_t tile_pixels(int64_t pixels) {
 
 // Allocated channels-last at once (empty(...).contiguous(ChannelsLast) would allocate and
 // copy a second tensor).
+// Straight from the CPU allocator: a batch-1 forward allocates some forty tensors, and the
+// dispatcher's at::empty costs about a microsecond each.
 at::Tensor empty_channels_last(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return at::empty(sizes, at::TensorOptions().dtype(dtype).memory_format(at::MemoryFormat::ChannelsLast));
+  return at::detail::empty_cpu(sizes, dtype, false, at::MemoryFormat::ChannelsLast);
 }
 
 at::Tensor channels_last(const at::Tensor& x) {
-  return x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
+  // The layout check first: it reads the tensor's metadata, where contiguous() dispatches.
+  if (x.dim() == 4) {
+    return x.is_contiguous(at::MemoryFormat::ChannelsLast) ? x : x.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  return x.is_contiguous() ? x : x.contiguous();
 }
 
 }  // namespace
@@ -86,15 +92,17 @@ int64_t round4(int64_t v) { return (v + 3) / 4 * 4; }
 
 // The input as the direct convolution reads it: zero padding (the level of real zero,
 // 0x80 once int8 is read as uint8), channels padded to a multiple of 4. No copy where the
-// input already is that.
-at::Tensor padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t pw) {
+// input already is that; otherwise the copy goes to a buffer of the calling thread, reused
+// by its next convolution (it is read only within conv_fused).
+const uint8_t* padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t pw) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t cp = round4(c), hp = h + 2 * ph, wp = w + 2 * pw;
-  if (!flip && cp == c && ph == 0 && pw == 0) return x;
-  at::Tensor out = at::empty({n, hp, wp, cp}, x.options().dtype(at::kByte));
+  if (!flip && cp == c && ph == 0 && pw == 0) return static_cast<const uint8_t*>(x.data_ptr());
+  thread_local std::vector<uint8_t> buffer;
+  buffer.resize(std::max<size_t>(buffer.size(), static_cast<size_t>(n * hp * wp * cp)));
   const uint8_t fill = flip ? 0x80 : 0;
   const uint8_t* src = static_cast<const uint8_t*>(x.data_ptr());
-  uint8_t* dst = out.data_ptr<uint8_t>();
+  uint8_t* dst = buffer.data();
   at::parallel_for(0, n * hp, 8, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / hp, y = job % hp - ph;
@@ -117,7 +125,7 @@ at::Tensor padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t pw) 
       }
     }
   });
-  return out;
+  return dst;
 }
 
 }  // namespace
@@ -235,12 +243,11 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
     // Direct convolution: each tap's GEMM rows read in place from the padded input, a
     // tile's pixels taken from as many output rows as it needs (rows of a deep layer are
     // a few pixels wide).
-    const at::Tensor xp = padded_input(x, flip, ph, pw);
+    const uint8_t* base = padded_input(x, flip, ph, pw);
     const int64_t hp = h + 2 * ph, wpad = w + 2 * pw;
     std::vector<int64_t> offsets(taps);
     for (int64_t u = 0; u < kh; ++u)
       for (int64_t v = 0; v < kw; ++v) offsets[u * kw + v] = (u * dh * wpad + v * dw) * cgp;
-    const uint8_t* base = static_cast<const uint8_t*>(xp.data_ptr());
     const Epilogue e = epilogue(0);
     at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
       std::unique_ptr<int32_t[]> scratch(scratch_size ? new int32_t[scratch_size] : nullptr);
