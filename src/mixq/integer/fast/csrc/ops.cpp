@@ -103,7 +103,9 @@ const uint8_t* padded_input(const at::Tensor& x, bool flip, int64_t ph, int64_t 
   const uint8_t fill = flip ? 0x80 : 0;
   const uint8_t* src = static_cast<const uint8_t*>(x.data_ptr());
   uint8_t* dst = buffer.data();
-  at::parallel_for(0, n * hp, 8, [&](int64_t begin, int64_t end) {
+  // A copy of a few tens of kilobytes (a batch-1 layer) costs less than waking a thread.
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (int64_t{1} << 18) / (wp * cp));
+  at::parallel_for(0, n * hp, rows_per_chunk, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / hp, y = job % hp - ph;
       uint8_t* row = dst + job * wp * cp;
