@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from mixq.cli._common import (
+    add_command,
     add_data_options,
     add_model_option,
     load_model,
@@ -39,13 +40,10 @@ TABLE_NAME = "sensitivity.json"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "sensitivity",
-        parents=[common],
+    parser = add_command(
+        subparsers, common, "sensitivity", __doc__,
         help="Hessian traces per layer and per row (Hutchinson); write sensitivity.json",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    )  # fmt: skip
     add_model_option(parser, required=False)
     parser.add_argument(
         "--weights",

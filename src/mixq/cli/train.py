@@ -34,6 +34,7 @@ from mixq.checkpoint import save_quantized
 from mixq.cli._common import (
     QUANTIZED_NAME,
     LoadedModel,
+    add_command,
     add_data_options,
     add_model_option,
     load_model,
@@ -53,13 +54,10 @@ DEFAULTS = TrainConfig()
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        parents=[common],
+    parser = add_command(
+        subparsers, common, "train", __doc__,
         help="fine-tune a quantised checkpoint: checkpoints, metrics.jsonl, --resume",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    )  # fmt: skip
     parser.add_argument("checkpoint", type=Path, help="a quantized.safetensors file")
     add_model_option(parser, required=False)
     parser.add_argument("--weights", type=Path, help="float weights of the teacher for --distill")
@@ -154,13 +152,8 @@ def _train(
         raise CheckpointError(f"{args.checkpoint} is not quantised; run `mixq quantize` first")
     teacher = _teacher(loaded, args.weights) if config.distill != "none" else None
     spec = loaded.spec
-    train_loader = spec.loader(
-        "train",
-        args.batch_size,
-        root=args.data_dir,
-        train=True,
-        limit=args.train_images,
-        seed=config.seed,
+    train_loader = spec.train_loader(
+        args.batch_size, root=args.data_dir, limit=args.train_images, seed=config.seed
     )
     # Rank 0 alone evaluates (and broadcasts the metrics): the others need no test set.
     test_loader = (
