@@ -37,6 +37,7 @@ from mixq.errors import (
     UncheckedCheckpointWarning,
 )
 from mixq.io import atomic_write
+from mixq.jsonfile import parse_metadata_header
 from mixq.nn.act_quant import ACT_BITS_RANGE, ActQuantizer, CalibrationMethod
 from mixq.nn.layers import QUANT_LAYERS, QuantConv2d, QuantLinear
 from mixq.swap import set_submodule
@@ -153,14 +154,8 @@ def _existing(path: str | Path) -> Path:
 
 
 def _parse_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    if _HEADER_KEY not in metadata:
-        raise CheckpointError(f"{path} is not a mixq quantised model (no '{_HEADER_KEY}' header)")
-    try:
-        header = json.loads(metadata[_HEADER_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: header is not valid JSON ({exc})") from None
-    if header.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: unknown format {header.get('format')!r}")
+    what = "mixq quantised model"
+    header = parse_metadata_header(path, metadata, _HEADER_KEY, FORMAT_NAME, what, CheckpointError)
     if header.get("version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {header.get('version')} is not supported "

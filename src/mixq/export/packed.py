@@ -83,6 +83,7 @@ from mixq.integer.ops import (
 )
 from mixq.integer.weights import IntegerWeights
 from mixq.io import atomic_write
+from mixq.jsonfile import parse_metadata_header
 from mixq.schemes import Candidate
 
 FORMAT_NAME = "mixq-packed"
@@ -322,15 +323,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 
 def _parse_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    if _HEADER_KEY not in metadata:
-        raise PackedFormatError(f"{path} is not a mixq packed model (no '{_HEADER_KEY}' header)")
-    try:
-        header = json.loads(metadata[_HEADER_KEY])
-    except json.JSONDecodeError as exc:
-        raise PackedFormatError(f"{path}: header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        found = header.get("format") if isinstance(header, dict) else header
-        raise PackedFormatError(f"{path}: format {found!r} is not {FORMAT_NAME!r}")
+    what, error = "mixq packed model", PackedFormatError
+    header = parse_metadata_header(path, metadata, _HEADER_KEY, FORMAT_NAME, what, error)
     version = header.get("version")
     if version == 1:
         raise PackedFormatError(
