@@ -58,9 +58,8 @@ int64_t tile_pixels(int64_t pixels) {
 }
 
 // Allocated channels-last at once (empty(...).contiguous(ChannelsLast) would allocate and
-// copy a second tensor).
-// Straight from the CPU allocator: a batch-1 forward allocates some forty tensors, and the
-// dispatcher's at::empty costs about a microsecond each.
+// copy a second tensor), straight from the CPU allocator: a batch-1 forward allocates some
+// forty tensors, and the dispatcher's at::empty costs about a microsecond each.
 at::Tensor empty_channels_last(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::detail::empty_cpu(sizes, dtype, false, at::MemoryFormat::ChannelsLast);
 }
