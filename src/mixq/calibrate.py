@@ -87,7 +87,7 @@ def calibrate(
             for q in quantizers:
                 q.start_calibration()
         for index, batch in enumerate(
-            tqdm(taken, desc="calibrate", disable=not progress, leave=False), start=1
+            tqdm(taken, desc="calibrate", disable=None if progress else True, leave=False), start=1
         ):
             run_checked(model, batch, device, index)
         if distributed:

@@ -187,7 +187,9 @@ def top1(model: nn.Module, loader: Any, *, progress: bool = False) -> float:
     device = param.device if param is not None else torch.device("cpu")
     correct = total = 0
     try:
-        for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for images, labels in tqdm(
+            loader, desc="evaluate", disable=None if progress else True, leave=False
+        ):
             predicted = model(images.to(device)).argmax(dim=1).cpu()
             correct += int((predicted == labels).sum())
             total += int(labels.numel())

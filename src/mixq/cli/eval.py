@@ -229,7 +229,9 @@ def _integer_top1(
     """Top-1 of the integer model, and how many predictions differ from fake-quant's."""
     loaded.model.eval()
     correct = total = disagreements = 0
-    for images, labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+    for images, labels in tqdm(
+        loader, desc="evaluate", disable=None if progress else True, leave=False
+    ):
         predicted = integer(images).argmax(dim=1)
         correct += int((predicted == labels).sum())
         disagreements += int((predicted != loaded.model(images).argmax(dim=1)).sum())

@@ -226,7 +226,9 @@ def _train(
     device = next(search.parameters()).device
     costs = {n: c.to(device=device, dtype=torch.float32) for n, c in unit_costs.items()}
     history = []
-    for step in tqdm(range(config.steps), desc="dfq", disable=not progress, leave=False):
+    for step in tqdm(
+        range(config.steps), desc="dfq", disable=None if progress else True, leave=False
+    ):
         inputs, targets = next(stream)
         task = F.cross_entropy(search(inputs.to(device)), targets.to(device))
         cost = sum(

@@ -74,7 +74,7 @@ def measure_cpu_latency(
     }
     values = _cached(cache, conditions)
     todo = [(n, c) for n in inputs for c in parsed if str(c) not in values.get(n, {})]
-    for name, candidate in tqdm(todo, desc="timing layers", disable=not progress):
+    for name, candidate in tqdm(todo, desc="timing layers", disable=None if progress else True):
         layer, x = inputs[name]
         values.setdefault(name, {})[str(candidate)] = _time_layer(
             layer, x, candidate, act_bits, repeats

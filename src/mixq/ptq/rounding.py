@@ -45,7 +45,7 @@ def apply_error_feedback(
     cached = _cache(data, batches)
     saved = {name: layer.weight.detach().clone() for name, layer in layers}
     moments = {id(layer): SecondMoment(moment_dtype) for _, layer in layers}
-    bar = tqdm(total=len(layers), desc="round", disable=not progress, leave=False)
+    bar = tqdm(total=len(layers), desc="round", disable=None if progress else True, leave=False)
 
     by_id = {id(layer): layer for _, layer in layers}
 
@@ -95,7 +95,7 @@ def apply_error_feedback_layerwise(
     cached = _cache(data, batches)
     device = model_device(model)
     with _eval_mode(model):
-        for _, layer in tqdm(layers, desc="round", disable=not progress, leave=False):
+        for _, layer in tqdm(layers, desc="round", disable=None if progress else True, leave=False):
             moment = SecondMoment(moment_dtype)
             handle = layer.register_forward_pre_hook(moment)
             try:

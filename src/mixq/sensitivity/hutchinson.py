@@ -96,7 +96,10 @@ def hutchinson_traces(
     share = _ProbeShare.current()
     hvp_count = samples = 0
     bar = tqdm(
-        total=config.max_probes * len(groups), desc="hessian", disable=not progress, leave=False
+        total=config.max_probes * len(groups),
+        desc="hessian",
+        disable=None if progress else True,
+        leave=False,
     )
     try:
         while True:

@@ -210,7 +210,7 @@ def _run_epoch(
         loader,
         total=steps,
         desc=f"epoch {epoch + 1}/{config.epochs}",
-        disable=not progress,
+        disable=None if progress else True,
         leave=False,
     )
     params = [p for p in model.parameters() if p.requires_grad]
