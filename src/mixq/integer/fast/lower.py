@@ -73,14 +73,6 @@ class FastIntegerModel(IntegerModel):
         state.pop("_plan", None)
         return state
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> FastIntegerModel:
-        copied = FastIntegerModel.__new__(FastIntegerModel)
-        memo[id(self)] = copied
-        for key, value in self.__dict__.items():
-            if key != "_plan":
-                copied.__dict__[key] = copy.deepcopy(value, memo)
-        return copied
-
 
 def lower(model: IntegerModel) -> FastIntegerModel:
     """The same integer model on the fast kernels: every quantised layer one fused kernel
