@@ -8,6 +8,7 @@ import torch
 from mixq.fakequant import MIN_SCALE
 from mixq.scale_init import (
     _MSE_FRACTIONS,
+    _mse_scale_all,
     init_scale,
     max_abs_scale,
     mse_scale,
@@ -67,20 +68,6 @@ def test_unknown_method() -> None:
         init_scale(torch.ones(1, 2), Candidate.parse("fixed-4"), "median")  # type: ignore[arg-type]
 
 
-def _full_search_oracle(w: torch.Tensor, candidate: Candidate) -> torch.Tensor:
-    """The MSE search as it was before screening: every fraction on every row."""
-    peak = max_abs_scale(w)
-    best_alpha = peak.clone()
-    best_error = row_squared_error(w, peak, candidate)
-    for fraction in _MSE_FRACTIONS[:-1]:
-        alpha = peak * fraction
-        error = row_squared_error(w, alpha, candidate)
-        better = error < best_error
-        best_alpha = torch.where(better, alpha, best_alpha)
-        best_error = torch.where(better, error, best_error)
-    return best_alpha
-
-
 def _varied_weights() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(7)
     heavy = torch.randn(48, 300, generator=g).pow(3)  # outliers: clipping pays
@@ -121,7 +108,7 @@ def test_screened_search_equals_the_full_search_bitwise(name: str, threads: int)
     weights = _varied_weights() if threads == 1 else [torch.randn(64, 1024) * 0.05]
     try:
         for w in weights:
-            expected = _full_search_oracle(w, candidate)
+            expected = _mse_scale_all(w, candidate)
             alpha, error = mse_scales_and_errors(w, [candidate])[candidate]
             assert torch.equal(alpha, expected), w.shape
             assert torch.equal(error, row_squared_error(w, expected, candidate)), w.shape
@@ -139,5 +126,5 @@ def test_screened_search_on_pretrained_resnet20(shared_data) -> None:
     candidates = [Candidate.parse(name) for name in ("sp2-4", "fixed-4", "fixed-8")]
     for w in layers:
         for candidate, (alpha, error) in mse_scales_and_errors(w, candidates).items():
-            assert torch.equal(alpha, _full_search_oracle(w, candidate))
+            assert torch.equal(alpha, _mse_scale_all(w, candidate))
             assert torch.equal(error, row_squared_error(w, alpha, candidate))
