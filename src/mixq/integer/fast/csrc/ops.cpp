@@ -180,13 +180,12 @@ std::vector<at::Tensor> conv_fused(const at::Tensor& x_in, const at::Tensor& pac
   const int64_t padded_rows = row_blocks * kRowBlock;
   constexpr int64_t kNarrow = int64_t{1} << 31;
   // Factors of every epilogue product int32-range values: the cheaper 32x32 multiply.
+  auto within32 = [](int64_t lo, int64_t hi) { return lo >= -kNarrow && hi < kNarrow; };
   bool narrow = residual_multiplier >= 0 && residual_multiplier < kNarrow &&
                 (!residual.defined() || residual.scalar_type() != at::kLong) &&
-                (second.empty() || (second[0] >= 0 && second[0] < kNarrow &&
-                                    low >= -kNarrow && high < kNarrow));
+                (second.empty() || (second[0] >= 0 && second[0] < kNarrow && within32(low, high)));
   const int64_t* mp = multiplier.data_ptr<int64_t>();
   for (int64_t i = 0; i < multiplier.numel(); ++i) narrow = narrow && mp[i] >= 0 && mp[i] < kNarrow;
-  auto within32 = [](int64_t lo, int64_t hi) { return lo >= -kNarrow && hi < kNarrow; };
   const bool narrow16 = narrow && within32(low, high) && out_dtype != kI64 &&
                         (second.empty() || (within32(second[2], second[3]) && second[4] != kI64));
   auto epilogue = [&](int64_t g) {
