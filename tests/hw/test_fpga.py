@@ -39,15 +39,17 @@ def test_mixed_layer_takes_the_slower_array(toy_device: Device, toy_units: UnitC
     plan = uniform_plan(SHAPES, "sp2-4:0.5,fixed-4:0.25,fixed-8:0.25")
     report = model.cost(SHAPES, plan)
     design = report.design
-    # SP2 is the only LUT candidate: the whole LUT budget, 10,000 / 10 LUTs per unit.
-    assert design.lut_units == {"sp2-4": 1000}
+    # SP2 is the only LUT candidate: the whole LUT budget, less the mode select of the
+    # slices that pack fixed-4 and run fixed-8 single (29-bit accumulator over a 25-bit
+    # field: 4 LUTs each), at 10 LUTs per unit: (10,000 - 100 * 4) / 10.
+    assert design.lut_units == {"sp2-4": 960}
     assert design.dsp_macs_per_cycle == {"fixed-4": 200, "fixed-8": 100}
     a = report.layer("a")
     per_row = 576 * 196
     assert a.rows == {"sp2-4": 32, "fixed-4": 16, "fixed-8": 16}
     # The DSP array does the fixed-4 rows, then the fixed-8 rows; SP2 runs alongside.
     assert a.dsp_cycles == math.ceil(16 * per_row / 200) + math.ceil(16 * per_row / 100)
-    assert a.lut_cycles == math.ceil(32 * per_row / 1000)
+    assert a.lut_cycles == math.ceil(32 * per_row / 960)
     assert a.cycles == max(a.dsp_cycles, a.lut_cycles) == a.dsp_cycles
 
 

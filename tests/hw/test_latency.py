@@ -39,10 +39,11 @@ def test_fpga_table_by_hand(toy_device: Device, toy_units: UnitCostTable) -> Non
     model = FpgaCostModel(toy_device, AcceleratorConfig(lut_share=1.0), toy_units)
     table = fpga_latency_table(model, SHAPES, ["fixed-4", "fixed-8", "sp2-4"], act_bits=8)
     macs = SHAPES["conv"].macs
-    # DSP array: 100 slices, 2 fixed-4 or 1 fixed-8 MACs each; LUT array: 1,000 SP2 units.
+    # DSP array: 100 slices, 2 fixed-4 or 1 fixed-8 MACs each; LUT array: 960 SP2 units,
+    # (10,000 LUTs less 4 per slice for the mode select between the two) / 10.
     assert table.get("conv", "fixed-4") == math.ceil(macs / 200)
     assert table.get("conv", "fixed-8") == math.ceil(macs / 100)
-    assert table.get("conv", "sp2-4") == math.ceil(macs / 1000)
+    assert table.get("conv", "sp2-4") == math.ceil(macs / 960)
     assert table.unit == "cycles" and table.source == "fpga:toy"
     assert table.metadata["clock_hz"] == 100e6
     assert table.layers == ("conv", "fc")

@@ -25,21 +25,22 @@ CANDIDATES = ["sp2-4", "fixed-4", "fixed-8"]
 
 @pytest.mark.parametrize(
     ("budget", "sp2_share"),
-    [(4.0, 1 / 200 / (1 / 1000 + 1 / 200)), (4.2, (0.95 / 200 + 0.05 / 100) / 0.006)],
+    [(4.0, 1 / 200 / (1 / 960 + 1 / 200)), (4.2, (0.95 / 200 + 0.05 / 100) / (1 / 960 + 1 / 200))],
 )
 def test_toy_optimum_by_hand(
     toy_device: Device, toy_units: UnitCostTable, budget: float, sp2_share: float
 ) -> None:
-    # 1,000 SP2 units (10,000 LUTs / 10); DSPs give 200 fixed-4 or 100 fixed-8 MACs/cycle.
+    # 960 SP2 units ((10,000 LUTs - 100 slices x 4 LUTs of mode select between packed
+    # fixed-4 and single fixed-8) / 10); DSPs give 200 fixed-4 or 100 fixed-8 MACs/cycle.
     model = FpgaCostModel(toy_device, AcceleratorConfig(lut_share=1.0), toy_units)
     best = derive_ratio(model, CANDIDATES, budget, act_bits=8)
     shares = best.ratio.to_dict()
     assert shares["sp2-4"] == pytest.approx(sp2_share, abs=1e-9)
     assert shares["fixed-8"] == pytest.approx((budget - 4) / 4, abs=1e-9)
-    assert best.macs_per_cycle == pytest.approx(1000 / sp2_share)
+    assert best.macs_per_cycle == pytest.approx(960 / sp2_share)
     assert set(best.binding) == {"dsps", "luts"}
     if budget == 4.0:
-        assert best.macs_per_cycle == pytest.approx(1000 + 200)  # both arrays, all busy
+        assert best.macs_per_cycle == pytest.approx(960 + 200)  # both arrays, all busy
 
 
 @pytest.mark.parametrize("device", ["xc7z020", "xc7z045", "xczu3eg", "xczu9eg"])

@@ -92,6 +92,7 @@ class FpgaThroughput:
                 "lut_clock_ratio": self.config.lut_clock_ratio,
                 "lane_overhead_luts": self.config.lane_overhead_luts,
                 "offchip_memory": self.config.offchip_memory,
+                "dsp_packing": self.config.dsp_packing,
             },
             "mac_shares": dict(self.mac_shares) if self.mac_shares is not None else None,
         }
@@ -125,12 +126,13 @@ def throughput_costs(
         )
     try:
         model = FpgaCostModel(spec.device, spec.config)
-        candidate_act_bits: dict[Candidate, int] = {}
+        # Every activation width each candidate meets: the DSP array packs per layer
+        # (AcceleratorConfig.dsp_packing), so each (layer, option) keeps its own rate.
+        candidate_act_bits: dict[Candidate, set[int]] = {}
         for name, layer in table.layers.items():
             for option in layer.options:
                 for candidate in option.ratio.candidates:
-                    bits = max(candidate_act_bits.get(candidate, 0), act_bits[name])
-                    candidate_act_bits[candidate] = bits
+                    candidate_act_bits.setdefault(candidate, set()).add(act_bits[name])
         shares = None
         if spec.mac_shares is not None:
             shares = {c: spec.mac_shares.get(str(c), 0.0) for c in candidate_act_bits}

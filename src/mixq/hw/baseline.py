@@ -73,7 +73,8 @@ def filled_baseline(
     for work in works:
         compute = 0
         for candidate in work.rows:
-            rate = design.dsp_macs_per_cycle[str(candidate)] + (units if candidate == main else 0)
+            rate = design.dsp_rate(str(candidate), work.act_bits)
+            rate += units if candidate == main else 0
             compute += math.ceil(work.candidate_macs(candidate) / rate)
         transfer = 0
         if design.ddr_bytes_per_cycle:

@@ -4,9 +4,13 @@ The accelerator (MSP/RMSMP, SPEC sections 2 and 3) has two pools of multiply-acc
 units that work at the same time on different rows of a layer:
 
 * a **DSP array**: every DSP slice the design may use; rows of the fixed-point candidates
-  run there, ``device.macs_per_dsp(bits)`` MACs per slice per cycle (low-bit packing).
-  The slices switch packing between candidates, so the array works through a layer's
-  fixed-point candidates one after another;
+  run there, ``device.macs_per_dsp(weight_bits, act_bits)`` MACs per slice per cycle
+  (two when the packing rule packs, else one), the activation bits being the layer's own
+  (``dsp_packing="per-layer"``: a slice whose pre-adder forms the packed weight does one
+  MAC with the high weight at 0) or the widest any DSP row meets (``"widest"``). The
+  slices switch mode between candidates and layers, so the array works through a layer's
+  fixed-point candidates one after another; a slice that does both modes needs a mode
+  select at its readout (:func:`mode_select_luts`);
 * a **LUT array** of shift-add units for SP2 and PoT rows: one array of units per
   candidate, each unit doing one MAC per cycle, sized from the measured cost of one unit
   (:mod:`mixq.hw.synthesis`) so that the LUTs, flip-flops and carry cells the arrays may
@@ -28,13 +32,14 @@ and is listed, with its plausible range, by :func:`assumptions`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from mixq.errors import HardwareCostError
 from mixq.hw.cost import compute_layer_cost, unplanned
 from mixq.hw.device import Device, load_device
 from mixq.hw.packed_mac import PackedMac
+from mixq.hw.packing import dsp_packing
 from mixq.hw.report import CostReport, FpgaDesign, LayerCost, Resources
 from mixq.hw.synthesis import CellCounts, UnitCostTable, load_unit_costs
 from mixq.hw.units import MacUnit
@@ -45,6 +50,10 @@ from mixq.schemes import Candidate, Scheme
 BRAM36_BITS = 36 * 1024
 DSP_FABRIC_FAMILY = "xc7"  # see FpgaCostModel.dsp_overhead
 _FABRIC = ("luts", "ffs", "carry")  # what the LUT array is built from
+DSP_PACKINGS = ("per-layer", "widest")  # AcceleratorConfig.dsp_packing
+# Measured (Yosys 0.23, xc7; hardware/rtl/dual_mode_mac.v): the mode select costs one
+# LUT3 per accumulator bit that the single mode reads above the packed low field.
+MODE_SELECT_LUTS_PER_BIT = 1
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,16 @@ class AcceleratorConfig:
     # delivery and requantisation, beyond the measured MAC itself (0: none).
     lane_overhead_luts: float = 0.0
     offchip_memory: bool = True  # model DDR traffic (False: compute only)
+    # Which activation bits a DSP row's packing is chosen for: its own layer's
+    # ("per-layer") or the widest any DSP row of the design meets ("widest", the model
+    # before per-layer packing).
+    dsp_packing: str = "per-layer"
 
     def __post_init__(self) -> None:
+        if self.dsp_packing not in DSP_PACKINGS:
+            raise HardwareCostError(
+                f"dsp_packing must be one of {', '.join(DSP_PACKINGS)}, got {self.dsp_packing!r}"
+            )
         for name in ("lut_share", "dsp_share"):
             value = getattr(self, name)
             if not 0 < value <= 1:
@@ -121,11 +138,17 @@ class FpgaCostModel:
         return Resources(luts=counts.luts + lane, ffs=counts.ffs, carry=counts.carry)
 
     def dsp_overhead(self, candidates: Sequence[Candidate], act_bits: int) -> Resources:
-        """Fabric each DSP slice needs beside it: the most any of ``candidates`` needs per
-        slice. A packed slice (two MACs) needs its measured readout
-        (:mod:`mixq.hw.packed_mac`: the high field's sign correction); an unpacked one what
-        its measured DSP-mapped unit needs (zero when the accumulator fits in the slice);
-        each MAC lane adds ``lane_overhead_luts``.
+        """Fabric each DSP slice needs beside it to run ``candidates`` at ``act_bits``
+        (see :meth:`slice_fabric`)."""
+        return self.slice_fabric([(c, act_bits) for c in candidates])
+
+    def slice_fabric(self, modes: Collection[tuple[Candidate, int]]) -> Resources:
+        """Fabric each DSP slice needs beside it: the most any of ``modes`` (candidate,
+        the activation bits its packing is chosen for) needs per slice, plus a mode
+        select if some modes pack and some do not. A packed slice (two MACs) needs its
+        measured readout (:mod:`mixq.hw.packed_mac`: the high field's sign correction);
+        an unpacked one what its measured DSP-mapped unit needs (zero when the
+        accumulator fits in the slice); each MAC lane adds ``lane_overhead_luts``.
 
         Measured for 7-series whatever the device: Yosys 0.23 puts the accumulator in a
         DSP48E1's P register but not in a DSP48E2's, although the DSP48E2 has the same
@@ -134,7 +157,7 @@ class FpgaCostModel:
         threshold) counts as a DSP MAC without fabric, as a DSP array would run it.
         """
         overhead = Resources()
-        for candidate in candidates:
+        for candidate, act_bits in modes:
             lanes = self.device.macs_per_dsp(candidate.bits, act_bits)
             if lanes > 1:
                 counts = self._packed_readout(candidate, act_bits)
@@ -151,7 +174,12 @@ class FpgaCostModel:
                 ffs=max(overhead.ffs, counts.ffs / per_slice),
                 carry=max(overhead.carry, counts.carry / per_slice),
             )
-        return overhead
+        select = mode_select_luts(self.device, modes)
+        return replace(overhead, luts=overhead.luts + select)
+
+    def packing_act_bits(self, layer_act_bits: int, widest: int) -> int:
+        """The activation bits a DSP row's packing is chosen for (``dsp_packing``)."""
+        return layer_act_bits if self.config.dsp_packing == "per-layer" else widest
 
     def _packed_readout(self, candidate: Candidate, act_bits: int) -> CellCounts:
         packed = self.units.packed
@@ -184,43 +212,58 @@ class FpgaCostModel:
     def design(self, works: Sequence[LayerWork]) -> FpgaDesign:
         """The arrays for these layers (see :meth:`design_for`)."""
         macs: dict[Candidate, int] = {}
-        act_bits: dict[Candidate, int] = {}
+        act_bits: dict[Candidate, set[int]] = {}
         for work in works:
             for candidate in work.rows:
                 macs[candidate] = macs.get(candidate, 0) + work.candidate_macs(candidate)
-                act_bits[candidate] = max(act_bits.get(candidate, 0), work.act_bits)
+                act_bits.setdefault(candidate, set()).add(work.act_bits)
         largest = max((_activation_bits(w) for w in works), default=0)
         on_chip = sum(w.weight_bits for w in works) + largest <= self.device.bram_bits
-        return replace(
-            self.design_for(macs, act_bits, max((_bram36(w) for w in works), default=0)),
-            weights_on_chip=on_chip,
+        design = self.design_for(
+            macs,
+            {c: max(bits) for c, bits in act_bits.items()},
+            max((_bram36(w) for w in works), default=0),
+            act_bits,
         )
+        return replace(design, weights_on_chip=on_chip)
 
     def design_for(
         self,
         macs: Mapping[Candidate, float],
         act_bits: Mapping[Candidate, int],
         bram36: int = 0,
+        dsp_act_bits: Mapping[Candidate, Collection[int]] | None = None,
     ) -> FpgaDesign:
         """All DSP slices (if a candidate needs one) and LUT-array units in proportion to
-        each LUT candidate's share of ``macs``; each unit sized for its ``act_bits``."""
+        each LUT candidate's share of ``macs``; each unit sized for its ``act_bits``.
+        ``dsp_act_bits`` gives every activation width each DSP candidate's rows meet
+        (default: its ``act_bits`` alone); the DSP array packs for each as
+        ``dsp_packing`` says, and its readout fabric serves all of them."""
         on_dsp = [c for c in macs if self.on_dsp(c)]
         on_lut = [c for c in macs if not self.on_dsp(c) and macs[c] > 0]
         slices = self.dsp_slices() if on_dsp else 0
-        dsp_act_bits = max((act_bits[c] for c in on_dsp), default=1)
-        overhead = self.dsp_overhead(on_dsp, dsp_act_bits)
+        layer_bits = {c: sorted({*(dsp_act_bits or {}).get(c, ()), act_bits[c]}) for c in on_dsp}
+        widest = max((max(bits) for bits in layer_bits.values()), default=1)
+        packed_for = {
+            c: {a: self.packing_act_bits(a, widest) for a in bits} for c, bits in layer_bits.items()
+        }
+        overhead = self.slice_fabric({(c, p) for c, ps in packed_for.items() for p in ps.values()})
         units = self._lut_units(on_lut, macs, act_bits, self.fabric_budget(overhead, slices))
         lut_array = [
             _times(self.lut_unit(c, act_bits[c]), n) for c, n in zip(on_lut, units, strict=True)
         ]
         used = _total([_times(overhead, slices), *lut_array])
         used = replace(used, dsps=slices, bram36=bram36)
+        by_act = {
+            str(c): {a: slices * self.device.macs_per_dsp(c.bits, p) for a, p in ps.items()}
+            for c, ps in packed_for.items()
+        }
         return FpgaDesign(
             device=self.device.name,
             clock_mhz=self.device.clock_mhz,
-            dsp_macs_per_cycle={
-                str(c): slices * self.device.macs_per_dsp(c.bits, dsp_act_bits) for c in on_dsp
-            },
+            dsp_macs_per_cycle={key: rates[max(rates)] for key, rates in by_act.items()},
+            dsp_macs_by_act=by_act,
+            dsp_packing=self.config.dsp_packing,
             lut_units={str(c): u for c, u in zip(on_lut, units, strict=True)},
             unit_act_bits={str(c): act_bits[c] for c in macs},
             used=used,
@@ -274,7 +317,7 @@ class FpgaCostModel:
             key = str(candidate)
             macs = work.candidate_macs(candidate)
             if key in design.dsp_macs_per_cycle:
-                dsp_cycles += math.ceil(macs / design.dsp_macs_per_cycle[key])
+                dsp_cycles += math.ceil(macs / design.dsp_rate(key, work.act_bits))
             elif key in design.lut_units:
                 rate = design.lut_units[key] * design.lut_clock_ratio
                 lut_cycles = max(lut_cycles, math.ceil(macs / rate))
@@ -316,6 +359,30 @@ class FpgaCostModel:
             unplanned=unplanned(shapes, plan),
             metadata={"device": self.device.to_dict(), "synthesis": self.units.tool},
         )
+
+
+def mode_select_luts(device: Device, modes: Collection[tuple[Candidate, int]]) -> int:
+    """LUTs per DSP slice for the readout's mode select, when some of ``modes``
+    (candidate, the activation bits its packing is chosen for) pack two MACs and some
+    one: the single mode reads the accumulator up to its full width, the packed mode the
+    low field sign-extended, so every bit above the narrowest packed field takes a
+    two-way multiplexer (one LUT3 each, measured: ``hardware/packed_mac.py``).
+
+    >>> z7 = load_device("xc7z045")
+    >>> fixed4, fixed8 = Candidate.parse("fixed-4"), Candidate.parse("fixed-8")
+    >>> mode_select_luts(z7, [(fixed4, 4), (fixed4, 8)])  # 25-bit accumulator, 21-bit field
+    4
+    >>> mode_select_luts(z7, [(fixed4, 4), (fixed8, 8)]), mode_select_luts(z7, [(fixed4, 4)])
+    (8, 0)
+    """
+    lanes = {(c, a): device.macs_per_dsp(c.bits, a) for c, a in modes}
+    packed = [
+        dsp_packing(device.dsp_ports, c.bits, a).spacing for (c, a), n in lanes.items() if n > 1
+    ]
+    single = [MacUnit(c, a).acc_bits for (c, a), n in lanes.items() if n == 1]
+    if not packed or not single:
+        return 0
+    return max(0, max(single) - min(packed)) * MODE_SELECT_LUTS_PER_BIT
 
 
 def _times(resources: Resources, count: float) -> Resources:

@@ -24,7 +24,7 @@ choice.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from mixq.errors import HardwareCostError
@@ -37,15 +37,16 @@ from mixq.schemes import Candidate
 
 def design_point(
     model: FpgaCostModel,
-    act_bits: Mapping[Candidate, int],
+    act_bits: Mapping[Candidate, int | Collection[int]],
     mac_shares: Mapping[Candidate, float] | None = None,
 ) -> FpgaDesign:
     """The accelerator for these candidates: every DSP slice if any candidate needs one,
     the LUT array split between the LUT candidates in proportion to ``mac_shares``
     (equal shares by default; with one LUT candidate it takes the whole array), each
-    candidate's units sized for its ``act_bits``. This is the design
-    :meth:`FpgaCostModel.design` builds for a plan that uses exactly these candidates at
-    these activation bits (and these MAC shares)."""
+    candidate's units sized for the widest of its ``act_bits`` (one width, or every width
+    its layers take: the DSP array packs for each as ``dsp_packing`` says). This is the
+    design :meth:`FpgaCostModel.design` builds for a plan that uses exactly these
+    candidates at these activation bits (and these MAC shares)."""
     if not act_bits:
         raise HardwareCostError("a design point needs at least one candidate")
     shares = dict(mac_shares) if mac_shares is not None else dict.fromkeys(act_bits, 1.0)
@@ -55,7 +56,13 @@ def design_point(
     bad = {str(c): s for c, s in shares.items() if not (math.isfinite(s) and s > 0)}
     if bad:
         raise HardwareCostError(f"mac_shares must be finite and > 0, got {bad}")
-    return model.design_for({c: shares[c] for c in act_bits}, dict(act_bits))
+    widths = {c: {b} if isinstance(b, int) else set(b) for c, b in act_bits.items()}
+    empty = [str(c) for c, bits in widths.items() if not bits]
+    if empty:
+        raise HardwareCostError(f"no activation bits given for {', '.join(empty)}")
+    return model.design_for(
+        {c: shares[c] for c in act_bits}, {c: max(b) for c, b in widths.items()}, 0, widths
+    )
 
 
 def onchip_weight_bits(model: FpgaCostModel, largest_act_bits: int) -> int:

@@ -80,7 +80,8 @@ class FpgaDesign:
 
     device: str
     clock_mhz: float
-    dsp_macs_per_cycle: Mapping[str, int]  # DSP candidate -> MACs/cycle of the whole array
+    # DSP candidate -> MACs/cycle of the whole array, at the widest activation it meets
+    dsp_macs_per_cycle: Mapping[str, int]
     lut_units: Mapping[str, int]  # LUT candidate -> MAC units in the LUT array
     unit_act_bits: Mapping[str, int]  # candidate -> activation bits its units were sized for
     used: Resources  # by the MAC arrays (bram36: the largest layer's need)
@@ -91,11 +92,40 @@ class FpgaDesign:
     weights_on_chip: bool = True  # every layer's weights (and the largest layer's
     # activations) fit in block RAM, so only activations that do not fit go off chip
     ddr_bytes_per_cycle: float | None = None  # None: off-chip memory not modelled
+    # DSP candidate -> a layer's activation bits -> MACs/cycle of the whole array there
+    # (empty: dsp_macs_per_cycle at every width, as a design saved before it was added)
+    dsp_macs_by_act: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    dsp_packing: str = "widest"  # AcceleratorConfig.dsp_packing the design was built with
+
+    def dsp_rate(self, candidate: str, act_bits: int) -> int:
+        """MACs per cycle of the DSP array on ``candidate`` rows of a layer whose inputs
+        have ``act_bits``: as built for that width, else for the nearest wider one (a
+        packing sound at wider activations is sound at narrower ones).
+
+        >>> design = FpgaDesign("d", 200, {"fixed-4": 100}, {}, {}, Resources(), Resources(),
+        ...                     1, 1, dsp_macs_by_act={"fixed-4": {4: 200, 8: 100}})
+        >>> [design.dsp_rate("fixed-4", bits) for bits in (4, 2, 8)]
+        [200, 200, 100]
+        """
+        if candidate not in self.dsp_macs_per_cycle:
+            raise HardwareCostError(f"the design has no DSP rows for {candidate}")
+        rates = self.dsp_macs_by_act.get(candidate)
+        if not rates:
+            return self.dsp_macs_per_cycle[candidate]
+        wider = [a for a in rates if a >= act_bits]
+        if not wider:
+            raise HardwareCostError(
+                f"the DSP array was built for {candidate} at up to {max(rates)}-bit "
+                f"activations, not {act_bits}"
+            )
+        return rates[min(wider)]
 
     @property
     def peak_macs_per_cycle(self) -> int:
         """MACs per cycle with every unit busy, counting the DSP array at its best packing."""
-        return max(self.dsp_macs_per_cycle.values(), default=0) + sum(self.lut_units.values())
+        best = [r for rates in self.dsp_macs_by_act.values() for r in rates.values()]
+        dsp = max([*self.dsp_macs_per_cycle.values(), *best], default=0)
+        return dsp + sum(self.lut_units.values())
 
     @property
     def fits_on_chip(self) -> bool:
@@ -113,6 +143,10 @@ class FpgaDesign:
         values = dict(data)
         values["used"] = Resources.from_dict(values["used"])
         values["available"] = Resources.from_dict(values["available"])
+        values["dsp_macs_by_act"] = {  # JSON keys are text
+            c: {int(a): r for a, r in rates.items()}
+            for c, rates in values.get("dsp_macs_by_act", {}).items()
+        }
         return cls(**values)
 
 
