@@ -80,6 +80,24 @@ def test_sensitivity_writes_a_table_of_every_layer(weights, tmp_path, capsys, mo
     assert "layer3.2.conv2" in printed and "2 Hessian-vector products" in printed
 
 
+def test_sensitivity_auto_takes_exact_traces_on_a_relu_resnet(
+    weights, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = _toy_cifar(tmp_path / "cifar")
+    code = main([
+        "sensitivity", "--model", "resnet20", "--weights", str(weights), "--method", "auto",
+        "--data-dir", str(data), "--images", "8", "--batch-size", "8", "-q",
+        "-o", str(tmp_path),
+    ])  # fmt: skip
+    assert code == 0
+    table = SensitivityTable.load(tmp_path / "sensitivity.json")
+    assert table.run.method == "gauss-newton" and table.run.samples == 8
+    assert table.run.hessian_gap is not None and table.run.hessian_gap < 1e-3
+    assert all(layer.trace > 0 and layer.trace_stderr == 0 for layer in table.layers.values())
+    assert "exact Gauss-Newton traces on 8 samples" in capsys.readouterr().out
+
+
 def test_sensitivity_bad_settings_exit_with_an_error(weights, tmp_path, capsys) -> None:
     code = main([
         "sensitivity", "--model", "resnet20", "--weights", str(weights), "--tolerance", "0",

@@ -40,6 +40,13 @@ class TraceRun:
     converged: bool  # every layer met the tolerance (False: some stopped at the cap)
     max_rel_stderr: float  # the largest per-layer standard error / |trace| at the end
     seconds: float  # wall time of the whole run
+    # "hutchinson" (probes; ``config`` applies) or "gauss-newton" (exact per-sample
+    # Jacobians, :mod:`mixq.sensitivity.gauss_newton`; zero standard error)
+    method: str = "hutchinson"
+    # gauss-newton: the largest relative gap between the Hessian and the Gauss-Newton
+    # curvature along a random direction per layer (0 up to rounding: the traces are the
+    # Hessian's); None for Hutchinson
+    hessian_gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "config": asdict(self.config)}
