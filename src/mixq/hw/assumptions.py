@@ -29,7 +29,9 @@ def assumptions(config: AcceleratorConfig, device: Device) -> list[Assumption]:
 
     >>> from mixq.hw.device import load_device
     >>> [a.name for a in assumptions(AcceleratorConfig(), load_device("xc7z045"))]
-    ['clock_mhz', 'lut_clock_ratio', 'lut_share', 'lane_overhead_luts', 'ddr_gb_per_s', 'dsp_share']
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['clock_mhz', 'lut_clock_ratio', 'lut_share', 'lane_overhead_luts', 'ddr_gb_per_s',
+     'dsp_packing', 'dsp_share']
     """
     return [
         Assumption(
@@ -65,6 +67,15 @@ def assumptions(config: AcceleratorConfig, device: Device) -> list[Assumption]:
             (2.1, 4.26, 8.5) if config.offchip_memory else (),
             "the board's peak off-chip bandwidth, reached by every transfer (None: off-chip "
             "memory not modelled)",
+        ),
+        Assumption(
+            "dsp_packing",
+            config.dsp_packing,
+            ("per-layer", "widest"),
+            "which activation bits a DSP row's packing is chosen for: its own layer's "
+            "(per-layer: a slice packs two MACs where that layer's widths allow and runs one, "
+            "high weight 0, elsewhere, a mode select at its readout) or the widest any DSP "
+            "row meets (widest: one packing for the whole array, the model before)",
         ),
         Assumption("dsp_share", config.dsp_share, (config.dsp_share,), "share of DSP slices used"),
     ]

@@ -87,6 +87,7 @@ def hardware_point(
             "lut_clock_ratio": config.lut_clock_ratio,
             "lane_overhead_luts": config.lane_overhead_luts,
             "offchip_memory": config.offchip_memory,
+            "dsp_packing": config.dsp_packing,
             "batch": 1,
         },
     )
