@@ -19,7 +19,7 @@ serves both.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -157,6 +157,25 @@ def gather_objects(value: T) -> list[T]:
     values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def rank_share(items: Sequence[T], ranks: Ranks, what: str = "items") -> list[T]:
+    """This rank's contiguous share of ``items``: rank ``r`` of ``N`` takes
+    ``items[r*n//N : (r+1)*n//N]``, so the shares in rank order are ``items`` again (what
+    calibration and GPTQ's moment sums need to equal one process on all of them). Fewer
+    ``items`` than processes raise :class:`DistributedSetupError` naming ``what`` they are.
+
+    >>> [rank_share("abcde", Ranks(rank, 2)) for rank in range(2)]
+    [['a', 'b'], ['c', 'd', 'e']]
+    >>> rank_share("abc", Ranks())
+    ['a', 'b', 'c']
+    """
+    count = len(items)
+    if count < ranks.world:
+        raise DistributedSetupError(
+            f"{count} {what} for {ranks.world} processes: every process needs at least one"
+        )
+    return list(items[ranks.rank * count // ranks.world : (ranks.rank + 1) * count // ranks.world])
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,13 +1,14 @@
-"""``mixq sensitivity`` and ``mixq train`` under a torchrun-like environment (2 gloo
-processes spawned here, with torchrun's variables): the CLI starts the process group
-itself, the table and the trained model equal one process's, and rank 0 alone prints and
-writes."""
+"""``mixq sensitivity``, ``mixq train`` and ``mixq quantize`` under a torchrun-like
+environment (2 gloo processes spawned once here, with torchrun's variables): the CLI starts
+the process group itself, the table, the trained model and the quantised model equal one
+process's, and rank 0 alone prints and writes."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ import torch.multiprocessing as mp
 from _spawn import WORLD, free_port, torchrun_env, written
 from safetensors.torch import load_file
 
+import mixq
+from mixq.checkpoint import read_header
 from mixq.cli._zoo import get_model, save_float_weights
 from mixq.cli.main import main
 from mixq.sensitivity import SensitivityTable
@@ -47,6 +50,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return weights, data, quantized / "quantized.safetensors"
 
 
+def _quantize_argv(weights: Path, data: Path, out: Path) -> list[str]:
+    # 20 images in 2 batches: one process sums their moments as 0 + b0 + b1, two processes
+    # all-reduce b0 + b1, the same float64 sum; so the result can be compared bit for bit.
+    return [
+        "quantize", "--model", MODEL, "--weights", str(weights), "--recipe", "rmsmp",
+        "--act-bits", "4", "--data", str(data), "--calib-images", "20", "--batch-size", "10",
+        "--threads", "1", "-o", str(out),
+    ]  # fmt: skip
+
+
 def _train_argv(quantized: Path, data: Path, batch: int, out: Path) -> list[str]:
     return [
         "train", str(quantized), "--data", str(data), "--epochs", "1", "--lr", "0.05",
@@ -65,33 +78,48 @@ def _argv(weights: Path, data: Path, out: Path) -> list[str]:
 def _rank_runs_the_cli(rank: int, ports: list[int], commands: list[list[str]], tmp: str) -> None:
     printed = io.StringIO()
     codes = []
-    with contextlib.redirect_stdout(printed):
+    # The spy records which calibration images this rank's `mixq quantize` was given.
+    with (
+        contextlib.redirect_stdout(printed),
+        mock.patch.object(mixq, "quantize", wraps=mixq.quantize) as spy,
+    ):
         for port, argv in zip(ports, commands, strict=True):
             torchrun_env(rank, port)  # one torchrun launch per command, as from a shell
             codes.append(main(argv))  # each starts and ends its own process group
     Path(tmp, f"stdout.{rank}").write_text(printed.getvalue())
+    if spy.call_args is not None:
+        images = torch.cat([inputs for inputs, _ in spy.call_args.kwargs["calibration_data"]])
+        torch.save(images, Path(tmp, f"calibration.{rank}"))
     assert codes == [0] * len(commands), f"rank {rank} exited {codes}"
 
 
-def test_two_processes_write_the_one_process_table_and_model(
-    inputs: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def two_processes(
+    inputs: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One spawn of 2 ranks runs the three commands, each its own torchrun-like launch."""
     weights, data, quantized = inputs
+    tmp = tmp_path_factory.mktemp("two")
+    commands = [
+        _argv(weights, data, tmp / "sens"),
+        _train_argv(quantized, data, 5, tmp / "train"),
+        _quantize_argv(weights, data, tmp / "quantize"),
+    ]
+    ports = [free_port() for _ in commands]
+    mp.spawn(_rank_runs_the_cli, args=(ports, commands, str(tmp)), nprocs=WORLD)
+    return tmp
+
+
+def test_two_processes_write_the_one_process_table(
+    inputs: tuple[Path, Path, Path], two_processes: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    weights, data, _ = inputs
     assert main(_argv(weights, data, tmp_path / "one")) == 0
     one_printed = capsys.readouterr().out
     single = SensitivityTable.load(tmp_path / "one" / "sensitivity.json")
-    # One process, batch 10; below, two processes of batch 5: the same global batches.
-    assert main(_train_argv(quantized, data, 10, tmp_path / "train_one")) == 0
-
-    commands = [
-        _argv(weights, data, tmp_path / "two"),
-        _train_argv(quantized, data, 5, tmp_path / "train_two"),
-    ]
-    ports = [free_port() for _ in commands]
-    mp.spawn(_rank_runs_the_cli, args=(ports, commands, str(tmp_path)), nprocs=WORLD)
-
-    assert written(tmp_path / "two") == ["sensitivity.json"]
-    table = SensitivityTable.load(tmp_path / "two" / "sensitivity.json")
+    assert written(two_processes / "sens") == ["sensitivity.json"]
+    table = SensitivityTable.load(two_processes / "sens" / "sensitivity.json")
     assert list(table.layers) == list(single.layers)
     for name, layer in single.layers.items():
         got = table.layer(name)
@@ -100,19 +128,52 @@ def test_two_processes_write_the_one_process_table_and_model(
         assert np.isclose(got.trace, layer.trace, rtol=1e-5), name
         assert np.allclose(got.row_traces, layer.row_traces, rtol=1e-5, atol=1e-9), name
     assert table.run.hvp_count == single.run.hvp_count
-    # Rank 0 prints the table one process prints, then the training line; rank 1 nothing.
-    rank0 = (tmp_path / "stdout.0").read_text().splitlines()
+    # Rank 0 prints the table one process prints, then the training line, then the
+    # quantize summary; rank 1 nothing.
+    rank0 = (two_processes / "stdout.0").read_text().splitlines()
     table_lines = one_printed.splitlines()
-    assert rank0[0] == table_lines[0] and len(rank0) == len(table_lines) + 1
-    assert rank0[-1].startswith("trained to epoch 1")
-    assert (tmp_path / "stdout.1").read_text() == ""
+    assert rank0[0] == table_lines[0]  # the rows hold float32 noise and the time
+    assert rank0[len(table_lines)].startswith("trained to epoch 1")
+    assert (two_processes / "stdout.1").read_text() == ""
 
-    assert written(tmp_path / "train_two") == written(tmp_path / "train_one")
+
+def test_two_processes_train_the_one_process_model(
+    inputs: tuple[Path, Path, Path], two_processes: Path, tmp_path: Path
+) -> None:
+    _, data, quantized = inputs
+    # One process, batch 10; the two processes ran batch 5: the same global batches.
+    assert main(_train_argv(quantized, data, 10, tmp_path / "train_one")) == 0
+    assert written(two_processes / "train") == written(tmp_path / "train_one")
     want = load_file(tmp_path / "train_one" / "quantized.safetensors")
-    got = load_file(tmp_path / "train_two" / "quantized.safetensors")
+    got = load_file(two_processes / "train" / "quantized.safetensors")
     assert got.keys() == want.keys()
     for key, value in want.items():
         if value.is_floating_point():  # float32 gradient averages: see _spawn.py
             assert torch.allclose(got[key], value, rtol=1e-5, atol=1e-6), key
         else:
             assert torch.equal(got[key], value), key
+
+
+def test_two_processes_quantize_as_one_process(
+    inputs: tuple[Path, Path, Path], two_processes: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    weights, data, _ = inputs
+    assert main(_quantize_argv(weights, data, tmp_path / "one")) == 0
+    one_printed = capsys.readouterr().out
+    assert written(two_processes / "quantize") == ["quantized.safetensors"]
+    want = load_file(tmp_path / "one" / "quantized.safetensors")
+    got = load_file(two_processes / "quantize" / "quantized.safetensors")
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key  # bit for bit: see _quantize_argv
+    header = read_header(two_processes / "quantize" / "quantized.safetensors")
+    assert header["extra"]["quantize_processes"] == WORLD
+    # Each rank was given its own half of the images, rank 0 the first.
+    shares = [torch.load(two_processes / f"calibration.{rank}") for rank in range(WORLD)]
+    assert [len(share) for share in shares] == [10, 10]
+    assert torch.equal(torch.cat(shares), torch.load(data)["inputs"])
+    # Rank 0 ends with the summary one process prints.
+    rank0 = (two_processes / "stdout.0").read_text().splitlines()
+    summary = one_printed.splitlines()
+    assert summary and rank0[-len(summary) :] == summary

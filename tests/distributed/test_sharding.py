@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
 from mixq.data import EpochShuffleSampler, set_epoch
-from mixq.distributed_env import Ranks, launched_ranks, process_group, rank_device
+from mixq.distributed_env import Ranks, launched_ranks, process_group, rank_device, rank_share
 from mixq.errors import DistributedSetupError
 from mixq.train.sharding import shard_loader
 
@@ -60,6 +60,19 @@ def test_data_that_cannot_be_sharded_is_refused() -> None:
     batches = [(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))]
     with pytest.raises(DistributedSetupError, match="must be a DataLoader"):
         shard_loader(batches, rank=0, world=2)
+
+
+@pytest.mark.parametrize(("count", "world"), [(7, 3), (4, 4), (5, 2), (1, 1)])
+def test_rank_shares_in_rank_order_are_the_items(count: int, world: int) -> None:
+    items = list(range(count))
+    shares = [rank_share(items, Ranks(rank, world)) for rank in range(world)]
+    assert [item for share in shares for item in share] == items
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_fewer_items_than_processes_are_refused() -> None:
+    with pytest.raises(DistributedSetupError, match="2 calibration batches for 3 processes"):
+        rank_share([0, 1], Ranks(0, 3), "calibration batches")
 
 
 def test_the_torchrun_environment_is_read_and_checked() -> None:

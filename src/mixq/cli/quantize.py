@@ -9,6 +9,18 @@ The recipe is a preset (fixed4, pot4, sp2-4, fixed8, msp, rmsmp; ``--act-bits`` 
 ``<output>/quantized.safetensors`` (default ``mixq-quantized/``), which records the model's
 name and the recipe, and prints the per-layer summary. The destination is checked before
 calibration starts.
+
+Under torchrun the same command calibrates and rounds on N processes (gloo on the CPU,
+NCCL on CUDA, where ``--device cuda`` gives each process the GPU of its LOCAL_RANK):
+
+    torchrun --nproc_per_node=2 -m mixq quantize --model resnet20 --weights w.th -o out/
+
+Each process reads the ``--calib-images`` and keeps a contiguous share of their batches
+(rank 0 the first ones); activation ranges and GPTQ's second moments are reduced across
+the processes, so N processes quantise as one process on all the batches (up to the order
+of float64 sums when a process has more than one batch). Rank 0 alone prints, shows
+progress and writes the file; ``--calib-images`` must give at least one batch per process
+(see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import logging
 from pathlib import Path
 
 import mixq
-from mixq.checkpoint import save_quantized
+from mixq.checkpoint import require_finite_state, save_quantized
 from mixq.cli._common import (
     QUANTIZED_NAME,
     add_command,
@@ -29,6 +41,14 @@ from mixq.cli._common import (
     require_text_file,
 )
 from mixq.cli._report_data import build_report, format_report
+from mixq.distributed_env import (
+    Ranks,
+    barrier,
+    launched_ranks,
+    process_group,
+    rank_device,
+    rank_share,
+)
 from mixq.errors import CheckpointError, RecipeError
 from mixq.plan import Plan
 from mixq.recipe import PRESET_RATIOS, Recipe
@@ -66,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--calib-images",
         type=positive_int,
         default=512,
-        help="training images for calibration and rounding (default %(default)s)",
+        help="training images for calibration and rounding (default %(default)s); under "
+        "torchrun each process takes a share of their batches",
     )
     add_data_options(parser, batch_size=64)
     parser.set_defaults(handler=run, outputs=planned_outputs, output="mixq-quantized")
@@ -101,11 +122,33 @@ def resolve_recipe(text: str, act_bits: int | None, first_last: str | None) -> t
 def run(args: argparse.Namespace) -> int:
     recipe, method = resolve_recipe(args.recipe, args.act_bits, args.first_last)
     plan = Plan.load(require_text_file(args.plan, "plan file")) if args.plan else None
-    loaded = load_model(args.weights, args.model, args.torch_device, args.data)
+    if plan is not None:
+        method = f"{method}+{plan.method}"
+    device = rank_device(args.torch_device, launched_ranks())
+    with process_group(device) as ranks:
+        if not ranks.is_main:  # rank 0 speaks for the run
+            log.setLevel(logging.WARNING)
+        return _quantize(args, recipe, plan, method, device, ranks)
+
+
+def _quantize(
+    args: argparse.Namespace,
+    recipe: Recipe,
+    plan: Plan | None,
+    method: str,
+    device: str,
+    ranks: Ranks,
+) -> int:
+    loaded = load_model(args.weights, args.model, device, args.data)
     if loaded.quantized:
         raise CheckpointError(f"{args.weights} is a quantised model; quantize needs float weights")
-    calibration = list(
-        loaded.spec.loader("train", args.batch_size, root=args.data_dir, limit=args.calib_images)
+    batches = loaded.spec.loader(
+        "train", args.batch_size, root=args.data_dir, limit=args.calib_images
+    )
+    # Every rank reads the same batches and keeps its contiguous share: in rank order the
+    # shares are the one-process list, as calibrate and the moment all-reduce expect.
+    calibration = rank_share(
+        list(batches), ranks, "calibration batches (--calib-images / --batch-size)"
     )
     quantized = mixq.quantize(
         loaded.model,
@@ -113,18 +156,25 @@ def run(args: argparse.Namespace) -> int:
         calibration_data=calibration,
         calibration_batches=len(calibration),
         plan=plan,
-        progress=not args.quiet,
+        progress=not args.quiet and ranks.is_main,
     )
-    if plan is not None:
-        method = f"{method}+{plan.method}"
+    path = Path(args.output) / QUANTIZED_NAME
+    if not ranks.is_main:
+        # The same model on every rank: a non-finite one fails here as on rank 0, rather
+        # than leaving this rank at the barrier.
+        require_finite_state(quantized.state_dict(), str(path))
+        barrier()  # until rank 0 has written the file
+        return 0
     extra = {
         "model": args.model,
         "method": method,
         "recipe": recipe.to_dict(),
         "float_weights": str(args.weights.resolve()),
     }
-    path = Path(args.output) / QUANTIZED_NAME
+    if ranks.distributed:
+        extra["quantize_processes"] = ranks.world
     save_quantized(quantized, path, extra=extra)
+    barrier()
     report = build_report(quantized, loaded.spec.build(), model_name=args.model, method=method)
     print(format_report(report, mixq.describe(quantized)))
     log.info("wrote %s", path)
