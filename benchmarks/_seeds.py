@@ -120,16 +120,28 @@ def ranking(means: Mapping[str, float]) -> list[str]:
     return sorted(means, key=lambda name: (-means[name], name))
 
 
-def ranking_change(per_epoch_means: Mapping[str, Sequence[float]]) -> dict[str, Any]:
-    """Whether the ranking of methods by mean accuracy differs between the last two epochs.
+def ranking_change(
+    per_epoch_means: Mapping[str, Sequence[float]],
+    last_se: Mapping[str, float | None] | None = None,
+) -> dict[str, Any]:
+    """Whether the ranking of methods by mean accuracy differs between the last two epochs,
+    and, given each method's standard error after the last epoch (``last_se``), whether any
+    pair that the last epoch separates beyond noise was in the other order before.
 
     ``per_epoch_means[method]`` is the method's mean over seeds after each epoch; methods
-    with fewer than two epochs make the check undecided (``changed`` is ``None``).
+    with fewer than two epochs make the check undecided (``changed`` is ``None``). A pair
+    is *resolved* when its gap exceeds twice the standard error of the difference
+    (``sqrt(se_a^2 + se_b^2)``); swaps among unresolved pairs are noise, so the budget has
+    converged for the comparison when no resolved pair flipped (``resolved_flipped`` empty).
 
     >>> ranking_change({"a": [0.70, 0.80], "b": [0.75, 0.78]})["changed"]
     True
     >>> ranking_change({"a": [0.70, 0.80], "b": [0.65, 0.78]})["changed"]
     False
+    >>> check = ranking_change({"a": [0.70, 0.80], "b": [0.75, 0.78], "c": [0.79, 0.795]},
+    ...                        {"a": 0.002, "b": 0.002, "c": 0.004})
+    >>> check["resolved_pairs"], check["resolved_flipped"]
+    ([['a', 'b'], ['c', 'b']], [['a', 'b']])
     """
     epochs = {len(v) for v in per_epoch_means.values()}
     if len(per_epoch_means) < 2 or min(epochs) < 2 or len(epochs) != 1:
@@ -139,7 +151,18 @@ def ranking_change(per_epoch_means: Mapping[str, Sequence[float]]) -> dict[str, 
         }
     last = ranking({m: v[-1] for m, v in per_epoch_means.items()})
     before = ranking({m: v[-2] for m, v in per_epoch_means.items()})
-    return {"changed": last != before, "last_epoch": last, "epoch_before": before}
+    result: dict[str, Any] = {"changed": last != before, "last_epoch": last, "epoch_before": before}
+    if last_se is not None and all(last_se.get(m) is not None for m in per_epoch_means):
+        resolved = [
+            [a, b]
+            for i, a in enumerate(last)
+            for b in last[i + 1 :]
+            if per_epoch_means[a][-1] - per_epoch_means[b][-1]
+            > 2 * math.hypot(float(last_se[a] or 0.0), float(last_se[b] or 0.0))
+        ]
+        flipped = [[a, b] for a, b in resolved if per_epoch_means[a][-2] < per_epoch_means[b][-2]]
+        result |= {"resolved_pairs": resolved, "resolved_flipped": flipped}
+    return result
 
 
 def pareto_front(points: Sequence[tuple[float, float]], *, maximise_x: bool) -> list[int]:

@@ -355,7 +355,12 @@ def result_settings(
             for r in rows
             if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == len(args.seeds)
         }
-        convergence[f"w{eq_bits}"] = ranking_change(series)
+        last_se = {
+            r["method"]: r["accuracy_se"]
+            for r in rows
+            if r["eq_bits_target"] == eq_bits and r["method"] in series
+        }
+        convergence[f"w{eq_bits}"] = ranking_change(series, last_se)
     return {
         "model": "all-MiniLM-L6-v2, mean pooling, linear head (Fixed-8)",
         "act_bits": 8,

@@ -313,7 +313,12 @@ def result_settings(
             for r in rows
             if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == len(args.seeds)
         }
-        convergence[f"w{eq_bits}"] = ranking_change(series)
+        last_se = {
+            r["method"]: r["top1_se"]
+            for r in rows
+            if r["eq_bits_target"] == eq_bits and r["method"] in series
+        }
+        convergence[f"w{eq_bits}"] = ranking_change(series, last_se)
     fronts = front_members(rows, "top1") if rows else {}
     return {
         "model": "resnet20, pretrained (no adaptation to the JPEG images)",

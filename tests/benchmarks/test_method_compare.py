@@ -119,6 +119,20 @@ def test_ranking_change_between_the_last_two_epochs() -> None:
     assert ranking_change({"a": [0.7, 0.9]})["changed"] is None  # one method: no ranking
 
 
+def test_only_a_flip_of_a_pair_separated_beyond_noise_counts_against_convergence() -> None:
+    means = {"a": [0.80, 0.815], "b": [0.81, 0.812], "c": [0.70, 0.75]}
+    # a and b swap, but 0.003 is under 2 x hypot(0.002, 0.002): noise, not a flip
+    noisy = ranking_change(means, {"a": 0.002, "b": 0.002, "c": 0.002})
+    assert noisy["changed"] is True
+    assert noisy["resolved_pairs"] == [["a", "c"], ["b", "c"]]
+    assert noisy["resolved_flipped"] == []
+    # with ten times smaller errors the same swap is resolved, and it flipped
+    sharp = ranking_change(means, {"a": 0.0002, "b": 0.0002, "c": 0.0002})
+    assert sharp["resolved_flipped"] == [["a", "b"]]
+    # a method without a standard error (one seed) leaves the pairs undecided
+    assert "resolved_pairs" not in ranking_change(means, {"a": None, "b": 0.1, "c": 0.1})
+
+
 def test_pareto_front_on_hand_made_points() -> None:
     # (images/s, top-1): the third is beaten by the first in both; the fourth ties the first
     points = [(100.0, 0.90), (300.0, 0.85), (90.0, 0.80), (100.0, 0.90), (400.0, 0.50)]
