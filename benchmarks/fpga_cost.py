@@ -8,7 +8,9 @@ the papers. Each claim row gives the gain against two baselines (fixed-4 on DSPs
 fixed-4 on DSPs plus LUT-built fixed-4 MACs in the same LUT share) and with and without
 off-chip memory (the board's DDR bandwidth, batch 1). The assumptions are recorded with
 their plausible ranges and swept one at a time (``kind: "sensitivity"``; see
-docs/hardware.md).
+docs/hardware.md). ``kind: "dsp_packing"`` rows give the images/s with the first and last
+layer taking 8-bit inputs (as an image does), the DSP array packed per layer and for the
+widest activation (``AcceleratorConfig.dsp_packing``).
 
     python benchmarks/fpga_cost.py
 """
@@ -38,8 +40,10 @@ from mixq.hw import (
     throughput_curve,
     uniform_plan,
 )
+from mixq.hw.fpga import DSP_PACKINGS
 from mixq.models.resnet_imagenet import resnet18_imagenet
-from mixq.plan import LayerShape
+from mixq.plan import LayerPlan, LayerShape, Plan
+from mixq.ratio import Ratio
 from mixq.schemes import Candidate
 from mixq.shapes import measure_layer_shapes
 
@@ -58,6 +62,12 @@ FIXED4 = Candidate.parse("fixed-4")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lut-share", type=float, default=AcceleratorConfig.lut_share)
+    parser.add_argument(
+        "--dsp-packing",
+        choices=DSP_PACKINGS,
+        default=AcceleratorConfig.dsp_packing,
+        help="the DSP array's packing for the claim and sensitivity rows",
+    )
     parser.add_argument(
         "--skip-paper-shares",
         action="store_true",
@@ -262,7 +272,7 @@ def sensitivity_rows(shapes: dict[str, LayerShape], act_bits: int) -> list[dict[
     return rows
 
 
-def packing_rows(act_bits: int) -> list[dict[str, Any]]:
+def packing_whatif_rows(act_bits: int) -> list[dict[str, Any]]:
     """Peak gains if the baseline and the mixed design packed 4-bit MACs differently (a
     device-file what-if: ``dsp_packing`` fixed instead of derived)."""
     rows = []
@@ -288,6 +298,57 @@ def packing_rows(act_bits: int) -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def packing_rows(shapes: dict[str, LayerShape], act_bits: int) -> list[dict[str, Any]]:
+    """Images/s and the gain over fixed-4 on the DSPs alone with the first and last layer
+    at 8-bit inputs, the DSP array packed per layer and for the widest activation."""
+    rows = []
+    for device in DEVICES:
+        shares = {
+            "fixed-4": {"fixed-4": 1.0},
+            "msp": shares_for(FpgaCostModel(device), MSP_CHOICE, act_bits),
+            "rmsmp": RMSMP_RATIO,
+        }
+        for packing in DSP_PACKINGS:
+            model = FpgaCostModel(device, AcceleratorConfig(dsp_packing=packing))
+            cycles = {
+                m: _edge_a8_cycles(model, shapes, ratio_text(r), act_bits)
+                for m, r in shares.items()
+            }
+            clock = model.device.clock_mhz * 1e6
+            for method, mine in cycles.items():
+                rows.append(
+                    {
+                        "kind": "dsp_packing",
+                        "method": method,
+                        "device": device,
+                        "act_bits": act_bits,
+                        "edge_act_bits": 8,
+                        "dsp_packing": packing,
+                        "ratio": {c: round(v, 4) for c, v in shares[method].items()},
+                        "images_per_s": round(clock / mine, 2),
+                        "model_ratio": round(cycles["fixed-4"] / mine, 3),
+                    }
+                )
+    return rows
+
+
+def _edge_a8_cycles(
+    model: FpgaCostModel, shapes: dict[str, LayerShape], ratio: str, act_bits: int
+) -> int:
+    names = list(shapes)
+    plan = Plan(
+        {
+            n: LayerPlan(Ratio.parse(EDGE), 8)
+            if n in (names[0], names[-1])
+            else LayerPlan(Ratio.parse(ratio), act_bits)
+            for n in names
+        }
+    )
+    cycles = model.cost(shapes, plan, act_bits=act_bits).totals.cycles
+    assert cycles is not None
+    return cycles
 
 
 # The two lines of each sensitivity panel: (row key, line style, baseline named in the legend).
@@ -376,7 +437,7 @@ def main() -> None:
     print(f"# {command_line()}")
     torch.set_num_threads(1)
     shapes = measure_layer_shapes(resnet18_imagenet().eval(), torch.zeros(1, 3, 224, 224))
-    config = AcceleratorConfig(lut_share=args.lut_share)
+    config = AcceleratorConfig(lut_share=args.lut_share, dsp_packing=args.dsp_packing)
     rows: list[dict[str, Any]] = []
     for act_bits in (4, 8):
         suffix = "" if act_bits == 4 else f"-a{act_bits}"
@@ -400,7 +461,8 @@ def main() -> None:
                     )
                 )
     rows += sensitivity_rows(shapes, act_bits=4)
-    rows += packing_rows(act_bits=4)
+    rows += packing_whatif_rows(act_bits=4)
+    rows += packing_rows(shapes, act_bits=4)
     for r in rows:
         if r["kind"] == "claim":
             print(
@@ -419,6 +481,11 @@ def main() -> None:
                 f"{r['model_ratio']:.2f}x vs DSPs alone, {r['model_ratio_vs_filled']:.2f}x vs "
                 f"DSPs + LUT MACs (peak {r['model_peak_ratio']:.2f}x / "
                 f"{r['model_peak_ratio_vs_filled']:.2f}x)"
+            )
+        elif r["kind"] == "dsp_packing":
+            print(
+                f"  dsp_packing={r['dsp_packing']:9s} {r['method']:7s} {r['device']} edges at "
+                f"8-bit inputs: {r['images_per_s']:.1f} img/s, {r['model_ratio']:.2f}x fixed-4"
             )
         else:
             print(

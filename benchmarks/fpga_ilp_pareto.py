@@ -44,7 +44,7 @@ import mixq
 from mixq.allocation.fpga_budget import FpgaThroughput, throughput_costs
 from mixq.allocation.options import PerturbationTable
 from mixq.errors import InfeasibleBudgetError
-from mixq.hw import FpgaCostModel, hardware_point
+from mixq.hw import AcceleratorConfig, FpgaCostModel, hardware_point
 from mixq.hw.option_cycles import plan_on_design
 from mixq.hw.workload import layer_work
 from mixq.jsonfile import read_json
@@ -72,6 +72,13 @@ def main() -> None:
     parser.add_argument("--eq-bits", type=int, nargs="+", default=[4, 3])
     parser.add_argument("--sweep", type=int, default=12, help="throughput targets per level")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--traces",
+        choices=("auto", "committed"),
+        default="auto",
+        help="auto: the method_compare Hessian table when one exists, else the committed "
+        "per-layer traces; committed: those traces always (the figures before the run)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
@@ -79,7 +86,7 @@ def main() -> None:
     weights = args.data_root / "resnet-cifar10" / "resnet20-12fca82f.th"
     base = load_pretrained_cifar_resnet(resnet20(), weights).eval()
     shapes = measure_layer_shapes(base, torch.zeros(1, 3, 32, 32))
-    table, source = sensitivity(base, shapes)
+    table, source = sensitivity(base, shapes, committed_only=args.traces == "committed")
     names = mixq.quantizable_layer_names(base)
     edges = (names[0], names[-1])
     layer_act_bits = {n: max(args.act_bits, 8) if n in edges else args.act_bits for n in names}
@@ -107,6 +114,7 @@ def main() -> None:
         "act_bits": args.act_bits,
         "edges": f"first and last layer {EDGE} with {max(args.act_bits, 8)}-bit inputs",
         "budget_device": FPGA_DEVICE,
+        "dsp_packing": AcceleratorConfig().dsp_packing,
         "proxy": "sum of the joint ILP's per-row Omega = trace/n * ||Q(W) - W||^2 (lower is "
         "better); the ratio methods' Omega is the table's for their ratio, rows assigned by "
         "the table's Hessian rule",
@@ -130,11 +138,11 @@ def main() -> None:
 
 
 def sensitivity(
-    base: torch.nn.Module, shapes: dict[str, LayerShape]
+    base: torch.nn.Module, shapes: dict[str, LayerShape], *, committed_only: bool = False
 ) -> tuple[SensitivityTable, str]:
     """The Hessian table to use and a sentence saying where it comes from."""
     measured = sorted((ROOT / "runs" / "method_compare" / "sensitivity").glob("seed*.json"))
-    measured = [p for p in measured if not p.name.endswith(".key.json")]
+    measured = [p for p in measured if not p.name.endswith(".key.json") and not committed_only]
     if measured:
         return SensitivityTable.load(measured[0]), f"Hessian table {measured[0].relative_to(ROOT)}"
     result = read_json(COMMITTED_TRACES, "benchmark result", ValueError)
