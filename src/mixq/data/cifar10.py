@@ -15,6 +15,7 @@ later calls read that file, which takes well under a second.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -310,11 +311,22 @@ class _CifarBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = torch.from_numpy(labels)
         self.augment = augment
         self.seed = seed
+        self.rank = 0
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw this epoch's augmentation from ``(seed, epoch)`` (exact resumption)."""
-        self.generator = epoch_generator(self.seed, epoch)
+        """Draw this epoch's augmentation from ``(seed, epoch, rank)`` (exact resumption)."""
+        self.epoch = epoch
+        self.generator = _augmentation_generator(self.seed, epoch, self.rank)
+
+    def for_rank(self, rank: int) -> _CifarBatches:
+        """The same images (shared, not copied), augmented from process ``rank``'s own
+        stream, so that the processes of a run draw independent crops and flips
+        (``mixq.train.sharding`` asks each rank's data set for its view)."""
+        view = copy.copy(self)
+        view.rank = rank
+        view.set_epoch(self.epoch)
+        return view
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -325,6 +337,15 @@ class _CifarBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.augment:
             batch = random_crop_flip(batch, self.generator)
         return normalize_uint8(batch), self.labels[index]
+
+
+def _augmentation_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """Rank 0 draws the one-process stream of ``(seed, epoch)``, so one-process runs and
+    their checkpoints resume bit for bit; another rank draws from ``(seed, epoch, rank)``."""
+    if rank == 0:
+        return epoch_generator(seed, epoch)
+    mixed = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    return torch.Generator().manual_seed(mixed)
 
 
 def cifar10_loader(
@@ -345,7 +366,8 @@ def cifar10_loader(
         split: ``"train"`` or ``"test"``.
         batch_size: images per batch; the last batch may be smaller.
         train_augment: random 32x32 crop of the 4-pixel zero-padded image and random
-            horizontal flip, drawn afresh for every batch.
+            horizontal flip, drawn afresh for every batch. Under ``mixq.train`` on several
+            processes each process draws its own stream (rank 0 the one-process stream).
         shuffle: visit the images in a new random order each epoch. Order and augmentation
             are functions of ``(seed, epoch)``; call ``mixq.data.set_epoch(loader, epoch)``
             (the trainer does) to move to the next epoch.

@@ -6,7 +6,10 @@ it so that each visits its share of the loader's own order: PyTorch's
 so rank ``r`` of ``N`` takes positions ``r, r + N, ...``, padded with the first positions
 to a multiple of ``N`` as ``DistributedSampler`` pads. With a per-process batch of ``b``,
 step ``s`` of the N processes together covers positions ``s*N*b`` to ``(s+1)*N*b - 1``:
-exactly the batch ``s`` one process sees with a batch of ``N*b``. The global batch is the
+exactly the batch ``s`` one process sees with a batch of ``N*b``. A data set with a
+``for_rank(rank)`` method (mixq's CIFAR-10, whose augmentation is random) is replaced by
+its view for the rank, so each rank draws its own augmentation stream (rank 0 the one
+process's). The global batch is the
 per-process batch times the number of processes, and the order, a function of
 ``(seed, epoch)``, does not depend on how many processes share it, which is what lets a
 run resume with another number of processes.
@@ -92,18 +95,27 @@ def shard_loader(loader: Any, *, rank: int, world: int) -> Any:
         "worker_init_fn": loader.worker_init_fn,
         "generator": loader.generator,
     }
+    dataset = _rank_dataset(loader.dataset, rank)
     if loader.batch_sampler is None and type(loader.sampler) is BatchSampler:
         # A data set served whole batches of indices (mixq's CIFAR-10 and Fashion-MNIST).
         batches = _sharded_batches(loader.sampler, rank, world)
-        return DataLoader(loader.dataset, batch_size=None, sampler=batches, **options)
+        return DataLoader(dataset, batch_size=None, sampler=batches, **options)
     if type(loader.batch_sampler) is BatchSampler:
         batches = _sharded_batches(loader.batch_sampler, rank, world)
-        return DataLoader(loader.dataset, batch_sampler=batches, **options)
+        return DataLoader(dataset, batch_sampler=batches, **options)
     raise DistributedSetupError(
         "cannot shard this DataLoader under torchrun: it has a custom batch sampler "
         f"({type(loader.batch_sampler or loader.sampler).__name__}); give it a "
         "DistributedSampler yourself"
     )
+
+
+def _rank_dataset(dataset: Any, rank: int) -> Any:
+    """This rank's view of a data set that draws randomness of its own (mixq's CIFAR-10
+    augmentation: ``for_rank``), so that ranks do not all draw the same stream; any other
+    data set as it is."""
+    for_rank = getattr(dataset, "for_rank", None)
+    return dataset if for_rank is None else for_rank(rank)
 
 
 def _sharded_batches(batches: BatchSampler, rank: int, world: int) -> BatchSampler:
