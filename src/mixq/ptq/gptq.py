@@ -9,7 +9,8 @@ quantised with every row on its own candidate.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -55,13 +56,10 @@ def gptq_rows(
         end = min(start + block, columns)
         # Lazy batch update (GPTQ's blocked form): errors feed back inside the block column
         # by column, and onto the columns after it in one matrix product.
-        errors = _round_block(
-            w[:, start:end],
-            upper[start:end, start:end],
-            quantized[:, start:end],
-            quantize_column,
-            w_rows.dtype,
+        q_block, errors = _round_block(
+            w[:, start:end], upper[start:end, start:end], quantize_column, w_rows.dtype
         )
+        quantized[:, start:end] = q_block
         w[:, end:] -= errors @ upper[start:end, end:]
     return quantized.to(w_rows.dtype)
 
@@ -69,19 +67,41 @@ def gptq_rows(
 def _round_block(
     w_block: Tensor,
     upper: Tensor,
-    out: Tensor,
     quantize_column: Callable[[Tensor], Tensor],
     dtype: torch.dtype,
-) -> Tensor:
-    """Quantise the block's columns into ``out``; returns the scaled errors ``(R, block)``."""
-    errors = torch.empty_like(w_block)
-    for col in range(w_block.shape[1]):
-        q = quantize_column(w_block[:, col].to(dtype)).double()
-        out[:, col] = q
-        error = (w_block[:, col] - q) / upper[col, col]
-        w_block[:, col + 1 :] -= error.unsqueeze(1) * upper[col, col + 1 :].unsqueeze(0)
-        errors[:, col] = error
-    return errors
+) -> tuple[Tensor, Tensor]:
+    """The block's quantised columns and scaled errors, each ``(R, block)``.
+
+    The block is held transposed, so that each column is contiguous, and every step is
+    elementwise (products commute exactly), so the values are those of the column-major
+    loop bit for bit. The steps are too small to share between threads: on one thread
+    they skip OpenMP's fork and join, which on a busy machine costs more than the step.
+    """
+    remaining = w_block.T.contiguous()  # (block, R): column k is row k
+    quantized = torch.empty_like(remaining)
+    errors = torch.empty_like(remaining)
+    diagonal = torch.diagonal(upper).tolist()
+    update = torch.empty_like(remaining)
+    with _one_thread():
+        for col in range(remaining.shape[0]):
+            q = quantize_column(remaining[col].to(dtype)).double()
+            quantized[col] = q
+            error = torch.sub(remaining[col], q, out=errors[col]).div_(diagonal[col])
+            later = remaining[col + 1 :]
+            product = update[col + 1 :]
+            torch.mul(upper[col, col + 1 :].unsqueeze(1), error, out=product)
+            later -= product
+    return quantized.T, errors.T.contiguous()
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _inverse_cholesky_upper(h: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from mixq.calibrate import model_device, run_batch
 from mixq.errors import CalibrationError
 from mixq.nn.layers import QUANT_LAYERS, QuantLayer
+from mixq.ptq.columns import column_quantizer
 from mixq.ptq.gptq import gptq_rows
 from mixq.ptq.lockstep import LockstepOrderError, run_in_lockstep
 from mixq.ptq.moments import MOMENT_DTYPE, SecondMoment, supports_error_feedback
@@ -138,6 +139,5 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 def _round_layer(layer: QuantLayer, hessian: Tensor) -> None:
     w_rows = layer.weight_rows().detach()
-    quantizer = layer.weight_quant
-    rounded = gptq_rows(w_rows, hessian, lambda col: quantizer(col.unsqueeze(1)).squeeze(1))
+    rounded = gptq_rows(w_rows, hessian, column_quantizer(layer.weight_quant, w_rows.dtype))
     layer.set_effective_weight(rounded)
