@@ -7,7 +7,9 @@ fail: the old "11 bits apart" at 4-bit activations, and 4-bit weights at 8-bit
 activations with the 21-bit spacing that fits the pre-adder. The Yosys cell counts of
 each packed slice (the readout fabric beside the DSP48E1) go to
 ``src/mixq/hw/packed_mac_synthesis.json``; the simulation record to
-``hardware/packed_mac_results.json``.
+``hardware/packed_mac_results.json``. The dual-mode slice (``rtl/dual_mode_mac.v``: packed
+at 4-bit activations, one MAC at 8-bit ones, per dot product) is simulated the same way,
+and its mode select measured (``dual_mode`` in both files).
 
     python hardware/packed_mac.py   # needs iverilog and yosys
 """
@@ -22,7 +24,9 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from mixq.hw.dual_mode_mac import DualModeMac, measure_dual, simulate_dual
 from mixq.hw.packed_mac import PackedMac, measure_readout, simulate_packed
 from mixq.hw.packing import DSP48E1, dsp_packing
 from mixq.hw.synthesis import PACKED_SYNTHESIS
@@ -30,6 +34,8 @@ from mixq.io import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "rtl" / "packed_mac.v"
+DUAL_SOURCE = HERE / "rtl" / "dual_mode_mac.v"
+DUAL_UNITS = (DualModeMac(4, 4, 8), DualModeMac(3, 4, 8), DualModeMac(2, 4, 8))
 
 
 def packable() -> list[PackedMac]:
@@ -85,7 +91,9 @@ def main() -> int:
                     "cells": dict(counts.cells),
                 }
             )
+        dual_results, dual_costs = dual_mode(work, args.random_cycles)
     sound = all(r["passed"] == r["rule_packs"] for r in results)
+    sound = sound and all(r["passed"] for r in dual_results)
     atomic_write_text(
         HERE / "packed_mac_results.json",
         json.dumps(
@@ -94,6 +102,7 @@ def main() -> int:
                 "simulator": iverilog.splitlines()[0],
                 "synthesis": yosys,
                 "results": results,
+                "dual_mode": dual_results,
             },
             indent=1,
         )
@@ -101,11 +110,59 @@ def main() -> int:
     )
     atomic_write_text(
         PACKED_SYNTHESIS,
-        json.dumps({"tool": yosys, "command": command, "family": "xc7", "units": costs}, indent=1)
+        json.dumps(
+            {
+                "tool": yosys,
+                "command": command,
+                "family": "xc7",
+                "units": costs,
+                "dual_mode": dual_costs,
+            },
+            indent=1,
+        )
         + "\n",
     )
     print(f"wrote {HERE / 'packed_mac_results.json'} and {PACKED_SYNTHESIS}")
     return 0 if sound else 1
+
+
+def dual_mode(work: Path, random_cycles: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Simulate (RTL and netlist) and measure each dual-mode slice."""
+    results, costs = [], []
+    for i, unit in enumerate(DUAL_UNITS):
+        for netlist in (False, True):
+            r = simulate_dual(
+                unit,
+                DUAL_SOURCE.parent,
+                work / f"dual{i}{netlist}",
+                netlist=netlist,
+                random_cycles=random_cycles,
+            )
+            results.append({**asdict(r), "passed": r.passed})
+            verdict = "ok" if r.passed else f"{r.mismatches} mismatches from {r.first_mismatch}"
+            print(
+                f"{r.unit:22s} {r.target:7s} {r.cycles:6d} cycles "
+                f"({r.single_cycles} single): {verdict}"
+            )
+        counts = measure_dual(unit, DUAL_SOURCE, work / f"synth_dual{i}")
+        print(
+            f"{unit.key:22s} LUT={counts.luts} carry={counts.carry} FF={counts.ffs} "
+            f"DSP={counts.dsps}"
+        )
+        costs.append(
+            {
+                "unit": unit.key,
+                "spacing": unit.spacing,
+                "single_bits": unit.single_bits,
+                "mode_select_bits": unit.mode_select_bits,
+                "luts": counts.luts,
+                "carry": counts.carry,
+                "ffs": counts.ffs,
+                "dsps": counts.dsps,
+                "cells": dict(counts.cells),
+            }
+        )
+    return results, costs
 
 
 if __name__ == "__main__":

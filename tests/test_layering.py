@@ -48,6 +48,7 @@ TORCH_FREE = [
     "mixq.hw",
     "mixq.hw.cost",
     "mixq.hw.device",
+    "mixq.hw.dual_mode_mac",
     "mixq.hw.fpga",
     "mixq.hw.assumptions",
     "mixq.hw.baseline",
