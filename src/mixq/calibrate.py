@@ -24,6 +24,7 @@ from mixq.batches import check_batches, model_device, run_batch, run_checked
 from mixq.distributed_env import broadcast_from_main, gather_objects, is_distributed
 from mixq.errors import CalibrationDataWarning, CalibrationError
 from mixq.nn.act_quant import MAX_SAMPLES, ActQuantizer
+from mixq.weight_reuse import ReusedWeightQuantization
 
 DEFAULT_BATCHES = 8
 
@@ -81,15 +82,18 @@ def calibrate(
     device = model_device(model)
     distributed = is_distributed()
     try:
-        if distributed:
-            _align_subsampling(model, taken, device, named)
-        else:
-            for q in quantizers:
-                q.start_calibration()
-        for index, batch in enumerate(
-            tqdm(taken, desc="calibrate", disable=None if progress else True, leave=False), start=1
-        ):
-            run_checked(model, batch, device, index)
+        # The weights stay as they are: each is fake-quantised once, not once per batch.
+        with ReusedWeightQuantization(model):
+            if distributed:
+                _align_subsampling(model, taken, device, named)
+            else:
+                for q in quantizers:
+                    q.start_calibration()
+            for index, batch in enumerate(
+                tqdm(taken, desc="calibrate", disable=None if progress else True, leave=False),
+                start=1,
+            ):
+                run_checked(model, batch, device, index)
         if distributed:
             _gather_observations(named)
         for name, q in named:

@@ -86,6 +86,10 @@ class SecondMoment:
         dist.all_reduce(count)
         self.count = int(count.item())
 
+    def release(self) -> None:
+        """Drop the sum (its memory) and the count, as before any input."""
+        self.sum, self.count = None, 0
+
     @property
     def matrix(self) -> Tensor:
         if self.sum is None or self.count == 0:

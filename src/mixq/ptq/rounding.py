@@ -28,6 +28,7 @@ from mixq.ptq.columns import column_quantizer
 from mixq.ptq.gptq import gptq_rows
 from mixq.ptq.lockstep import LockstepOrderError, run_in_lockstep
 from mixq.ptq.moments import MOMENT_DTYPE, SecondMoment, supports_error_feedback
+from mixq.weight_reuse import ReusedWeightQuantization
 
 __all__ = ["apply_error_feedback", "apply_error_feedback_layerwise", "supports_error_feedback"]
 
@@ -50,15 +51,21 @@ def apply_error_feedback(
 
     by_id = {id(layer): layer for _, layer in layers}
 
+    # Every batch passes a layer before any passes the next: each weight is fake-quantised
+    # once, not once per batch, and kept only until the next layer is rounded.
+    reuse = ReusedWeightQuantization(model)
+
     def at_layer(module: nn.Module) -> None:  # lockstep calls it with the layers it was given
         layer = by_id[id(module)]
         moment = moments[id(layer)]
         moment.all_reduce()
+        reuse.forget()
         _round_layer(layer, moment.matrix.to(layer.weight.device))
+        moment.release()  # no longer needed: the layers' moments need not all fit at once
         bar.update()
 
     try:
-        with _eval_mode(model):
+        with _eval_mode(model), reuse:
             reached = run_in_lockstep(
                 model,
                 cached,
