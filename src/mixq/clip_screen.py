@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,7 +51,7 @@ class SortedMagnitudes:
 
     def __init__(self, values: Tensor) -> None:
         # Sorted before widening: the same order, at half the cost of sorting float64.
-        self.values = values.detach().abs().sort(dim=1).values.double()
+        self.values = _sorted_rows(values.detach().abs()).double()
         zeros = torch.zeros(values.shape[0], 1, dtype=torch.float64, device=values.device)
         self.sum1 = torch.cat([zeros, self.values.cumsum(dim=1)], dim=1)
         self.sum2 = torch.cat([zeros, self.values.pow(2).cumsum(dim=1)], dim=1)
@@ -58,6 +59,15 @@ class SortedMagnitudes:
     @property
     def count(self) -> int:
         return self.values.shape[1]
+
+
+def _sorted_rows(magnitudes: Tensor) -> Tensor:
+    """Each row ascending. On the CPU NumPy's sort (vectorised, x86-simd-sort) is several
+    times faster than PyTorch's on long rows; sorted values are the same either way (no
+    negative zero after ``abs``, NaN last in both)."""
+    if magnitudes.device.type == "cpu" and magnitudes.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(magnitudes.numpy(), axis=1))
+    return magnitudes.sort(dim=1).values
 
 
 def estimated_errors(data: SortedMagnitudes, alphas: Tensor, levels: Tensor) -> Tensor:
