@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget-minutes", type=float, default=None, help="stop after the unit that passes it"
     )
     parser.add_argument("--name", default=NAME, help="result file name (smoke runs: another)")
+    parser.add_argument(
+        "--refresh-hardware",
+        action="store_true",
+        help="recompute finished units' modelled FPGA figures with the current cost model "
+        "(from each unit's recipe and stored plan; accuracy is not touched)",
+    )
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
     check_args(args)
@@ -115,7 +121,7 @@ def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int
     """Everything one unit's result depends on (its key): not the output, budget, threads,
     nor the Hessian or DFQ settings of a method that does not use them."""
     unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-    unused |= {"threads", "name", "data_root"}
+    unused |= {"threads", "name", "data_root", "refresh_hardware"}
     if method not in HESSIAN_METHODS:
         unused |= {"hessian_probes", "hessian_batch"}
     if not method.startswith("dfq"):
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = unit_settings(args, method, eq_bits, seed)
         label = f"{method}-w{eq_bits}-s{seed}"
         row = store.load(label, settings)
+        if row is not None and args.refresh_hardware:
+            unit_dir = store.unit_dir(label, settings)
+            row = {**row, **refreshed_hardware(args, base, shapes, unit_dir, method, eq_bits)}
         if row is None:
             unit_dir = store.unit_dir(label, settings)
             row = run_unit(
@@ -287,6 +296,24 @@ def run_unit(
     }
 
 
+def refreshed_hardware(
+    args: argparse.Namespace,
+    base: nn.Module,
+    shapes: dict,
+    unit_dir: Path,
+    method: str,
+    eq_bits: int,
+) -> dict[str, Any]:
+    """A finished unit's FPGA figures under the current cost model. They depend only on
+    each layer's scheme counts and bits, which the recipe and the unit's stored plan fix,
+    so the model is rebuilt without calibration (its weights do not enter the figures)."""
+    plan_path = unit_dir / "plan.json"
+    plan = Plan.load(plan_path) if plan_path.is_file() else None
+    recipe = method_recipe(method, eq_bits, args.act_bits)
+    model = mixq.quantize(base, recipe, plan=plan, progress=False)
+    return hardware_figures(model, shapes, args.act_bits)
+
+
 def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str, seed: int):
     config = hutchinson_config(args, seed)
     key = {
@@ -348,6 +375,9 @@ def result_settings(
         "joint_ilp_budget": "weight bits (RMSMP's size); the ILP is not given a LUT/DSP budget",
         "fpga": "mixq.hw FPGA cost model, batch 1, default AcceleratorConfig: modelled, "
         "not measured",
+        "fpga_figures": "recomputed for every unit with this run's cost model (--refresh-hardware)"
+        if args.refresh_hardware
+        else "as each unit computed them when it finished",
         "weight_kib": "every quantised weight at its row's bits (no scales, biases, BN)",
         "fp32_top1": fp32["top1"],
         "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
