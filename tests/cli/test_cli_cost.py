@@ -129,6 +129,28 @@ def test_act_bits_set_every_layer_of_a_plan(tmp_path: Path) -> None:
     assert four.bops * 2 == own.bops
 
 
+def test_dsp_packing_per_layer_packs_the_4_bit_layer_beside_an_8_bit_one(tmp_path: Path) -> None:
+    plan = Plan(
+        {
+            "conv1": LayerPlan(Ratio.parse("fixed-8"), act_bits=8),
+            "layer1.0.conv1": LayerPlan(Ratio.parse("fixed-4"), act_bits=4),
+        },
+        method="manual",
+    )
+    plan.save(tmp_path / "plan.json")
+    base = ["cost", "--device", "xc7z045", "--plan", str(tmp_path / "plan.json")]
+    base += ["--model", "resnet20", "-q", "-o"]
+    assert main([*base, str(tmp_path / "per-layer")]) == 0
+    assert main([*base, str(tmp_path / "widest"), "--dsp-packing", "widest"]) == 0
+    per_layer = CostReport.load(tmp_path / "per-layer" / "cost.json")
+    widest = CostReport.load(tmp_path / "widest" / "cost.json")
+    four = "layer1.0.conv1"
+    # two 4-bit MACs per slice against one: half the cycles on the A4 layer, same on A8
+    assert per_layer.layer(four).cycles * 2 == pytest.approx(widest.layer(four).cycles, rel=0.01)
+    assert per_layer.layer("conv1").cycles == widest.layer("conv1").cycles
+    assert main([*base, str(tmp_path / "bad"), "--dsp-packing", "none"]) == 2
+
+
 def test_costs_a_quantised_checkpoint_as_it_is(
     quantized: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -28,6 +28,7 @@ from mixq.cli._common import act_bits_type, add_command, load_model, require_tex
 from mixq.cli._zoo import MODELS as ZOO
 from mixq.errors import HardwareCostError
 from mixq.hw import AcceleratorConfig, CostReport, FpgaCostModel, available_devices, uniform_plan
+from mixq.hw.fpga import DSP_PACKINGS
 from mixq.jsonfile import read_json
 from mixq.plan import LayerPlan, LayerShape, Plan
 from mixq.ratio import Ratio
@@ -94,6 +95,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=AcceleratorConfig.lut_share,
         help="share of LUTs/FFs/carry the MAC arrays may take (default %(default)s)",
     )
+    parser.add_argument(
+        "--dsp-packing",
+        choices=DSP_PACKINGS,
+        default=AcceleratorConfig.dsp_packing,
+        help="pack each layer's DSP slices for its own activation bits, or the whole array "
+        "for the widest (default %(default)s; docs/hardware.md)",
+    )
     parser.set_defaults(handler=run, outputs=planned_outputs)
 
 
@@ -116,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         plan = _plan(args, shapes)
     if args.act_bits is not None:
         plan = with_act_bits(plan, args.act_bits)
-    model = FpgaCostModel(args.device, AcceleratorConfig(lut_share=args.lut_share))
+    config = AcceleratorConfig(lut_share=args.lut_share, dsp_packing=args.dsp_packing)
+    model = FpgaCostModel(args.device, config)
     report = model.cost(
         shapes, plan, act_bits=8 if args.act_bits is None else args.act_bits, model=label
     )
