@@ -58,7 +58,7 @@ class FractionalBitsQuantizer(nn.Module):
         self.alpha = nn.Parameter(alpha.detach().clone().float())
         units = alpha.numel() if granularity == "row" else 1
         start = float(min(max(float(init_bits), self.min_bits), self.max_bits))
-        self.bits = nn.Parameter(torch.full((units,), start))
+        self.bits = nn.Parameter(torch.full((units,), start, device=self.alpha.device))
 
     @property
     def rows(self) -> int:

@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from mixq.batches import model_device
 from mixq.errors import IntegerConversionError
 from mixq.integer.ops import ENGINES, Engine
 from mixq.integer.supported import (
@@ -96,7 +97,9 @@ def to_integer(
     batch size). ``engine="reference"`` runs exact float64/int64 kernels; ``"int8"`` runs
     every layer it can through PyTorch's int8 GEMM (oneDNN); ``"fast"`` lowers the
     reference model to the fused C++ kernels of :mod:`mixq.integer.fast` (``"int8"``, with a
-    warning, where those are not available). All three give the same integers.
+    warning, where those are not available). All three give the same integers. The integer
+    model is on the model's device (converted on the CPU, then moved); ``"fast"`` needs a
+    model on the CPU.
 
     >>> import torch, mixq
     >>> from torch import nn
@@ -113,7 +116,16 @@ def to_integer(
 
     if engine not in ENGINES:
         raise IntegerConversionError(f"unknown engine {engine!r}; use one of {ENGINES}")
-    model = copy.deepcopy(model).eval()
+    device = model_device(model)
+    if engine == "fast" and device.type != "cpu":
+        raise IntegerConversionError(
+            f"the fast engine's kernels run on the CPU, the model is on {device}: convert "
+            "model.cpu(), or use engine='reference' or 'int8'"
+        )
+    # The conversion reads weights and levels as numpy arrays, so it runs on a CPU copy;
+    # the integer model then moves to the model's device.
+    model = copy.deepcopy(model).cpu().eval()
+    example_input = example_input.cpu()
     if not any(isinstance(m, QUANT_LAYERS) for m in model.modules()):
         raise IntegerConversionError("the model has no quantised layer; run mixq.quantize first")
     _check_calibrated(model)
@@ -123,7 +135,8 @@ def to_integer(
 
     def build(kind: Engine) -> IntegerModel:
         graph_module, output_scale, layer_inputs = build_integer_graph(model, traced, kind)
-        return IntegerModel(graph_module, output_scale, layer_inputs, kind)
+        built = IntegerModel(graph_module, output_scale, layer_inputs, kind)
+        return built if device.type == "cpu" else built.to(device)
 
     if engine != "fast":
         return build(engine)

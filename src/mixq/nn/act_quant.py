@@ -123,6 +123,9 @@ class ActQuantizer(nn.Module):
             if x.numel():
                 self._sizes.append(x.numel())
             return
+        # Observations are kept, and subsampled by a CPU generator, on the CPU whatever the
+        # model's device: the same sample (so the same clip) on any device, and host
+        # memory for it. The clip found there is copied into ``alpha``, on the model's.
         flat = x.detach().float().flatten().cpu()
         if flat.numel() == 0:
             return
@@ -163,7 +166,7 @@ class ActQuantizer(nn.Module):
         rule out are evaluated, with the float32 operations of a full search, so the result
         is the full search's bit for bit."""
         peak = magnitude.max().clamp_min(MIN_SCALE)
-        fractions = torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS)
+        fractions = torch.linspace(1.0 / _MSE_STEPS, 1.0, _MSE_STEPS, device=magnitude.device)
         best, best_error = peak, float("inf")
         for index in self._clip_contenders(sample, magnitude, peak * fractions):
             alpha = peak * fractions[index]
@@ -185,7 +188,10 @@ class ActQuantizer(nn.Module):
         # Unsigned: values below zero round to 0 whatever the clip, adding their squares.
         below = 0.0 if self.signed else float(sample.clamp_max(0).double().pow(2).sum())
         data = SortedMagnitudes(magnitude.reshape(1, -1))
-        levels = torch.arange(self.levels + 1, dtype=torch.float64) / self.levels
+        levels = (
+            torch.arange(self.levels + 1, dtype=torch.float64, device=magnitude.device)
+            / self.levels
+        )
         candidates = alphas.reshape(1, -1).double()
         errors = estimated_errors(data, candidates, levels) + below
         bound = float32_error_bound(errors, candidates, data, 1.0 / self.levels, levels.numel())

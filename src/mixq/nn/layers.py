@@ -38,9 +38,14 @@ class _RowQuantMixin:
         act_method: CalibrationMethod,
     ) -> None:
         rows = self.weight.shape[0]
-        self.weight_quant = RowWeightQuantizer(assignment, self.weight[0].numel())
+        # The quantisers' clips and row codes live where the weight does (a layer built
+        # from a CUDA layer is on CUDA whole); they keep their float32 dtype.
+        device = self.weight.device
+        self.weight_quant = RowWeightQuantizer(assignment, self.weight[0].numel()).to(device)
         # act_bits == 0 leaves the layer's input in float.
-        self.act_quant = ActQuantizer(act_bits, act_signed, act_method) if act_bits else None
+        self.act_quant = (
+            ActQuantizer(act_bits, act_signed, act_method).to(device) if act_bits else None
+        )
         if assignment.rows != rows:
             raise SchemeError(f"assignment has {assignment.rows} rows, weight has {rows}")
 

@@ -152,6 +152,8 @@ def _probe(
     # Probe k reads the next batches_per_probe batches, as it would one probe at a time.
     batches = [[next(stream) for _ in range(config.batches_per_probe)] for _ in range(count)]
     mine = share.indices(count)
+    # On the CPU, whatever the model's device: the statistics read them as numpy arrays and
+    # the ranks all-reduce them over gloo (mixq.sensitivity.distributed).
     row_sums = torch.zeros(count, sum(stats[n].rows for n in group), dtype=torch.float64)
     if mine:
         hv = _averaged_hvps(hvps, primal, [probes[k] for k in mine], [batches[k] for k in mine])
@@ -213,6 +215,8 @@ def _cycle_pairs(data: Iterable[Any], device: torch.device) -> Iterator[tuple[Te
 
 
 def _rademacher(like: Tensor, generator: torch.Generator) -> Tensor:
+    # Drawn by a CPU generator and moved to the weight's device and dtype: the same probes
+    # on every device (and every rank), so CPU and GPU tables differ by float rounding only.
     signs = torch.randint(0, 2, like.shape, generator=generator, dtype=torch.int8)
     return (signs * 2 - 1).to(device=like.device, dtype=like.dtype)
 

@@ -1,6 +1,7 @@
 """Quantisation-aware training (and plain fine-tuning): one loop for float and quantised models.
 
-Each epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG state, history)
+Each epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG state (the CPU's,
+and the GPU's for a model on CUDA), history)
 and one JSON line of metrics. ``resume=True`` continues from the last checkpoint and gives
 bit for bit what an uninterrupted run gives: model-side randomness is restored from the
 checkpoint and data-side randomness is a function of ``(seed, epoch)`` (see
@@ -219,7 +220,7 @@ def _run_epoch(
         outputs = _forward(model, inputs)
         if loss_fn is _cross_entropy:
             _check_labels(outputs, targets, epoch, step)
-        loss = _loss(outputs, targets, inputs, config, teacher, loss_fn)
+        loss = _loss(outputs, targets, inputs, config, teacher, loss_fn, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -238,8 +239,9 @@ def _loss(
     config: TrainConfig,
     teacher: nn.Module | None,
     loss_fn: TaskLoss,
+    device: torch.device,
 ) -> Tensor:
-    loss = outputs.new_zeros(()) if torch.is_tensor(outputs) else torch.zeros(())
+    loss = outputs.new_zeros(()) if torch.is_tensor(outputs) else torch.zeros((), device=device)
     if config.task_weight > 0 and targets is not None:
         loss = loss + config.task_weight * loss_fn(outputs, targets)
     if config.distill != "none" and teacher is not None:
@@ -395,6 +397,9 @@ def _save(
         "steps_per_epoch": steps_per_epoch,
         "processes": Ranks.current().world,
     }
+    device = model_device(model)
+    if device.type == "cuda":  # dropout on a GPU draws from that device's own generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     atomic_write(out / CHECKPOINT_NAME, lambda tmp: torch.save(state, tmp))
 
 
@@ -414,6 +419,9 @@ def _restore(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        device = model_device(model)
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = [EpochRecord(**r) for r in state["history"]]
         saved_steps = state.get("steps_per_epoch", steps_per_epoch)
         if saved_steps != steps_per_epoch:  # another number of processes (or batch size)
