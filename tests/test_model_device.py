@@ -6,6 +6,7 @@ CPU; without one those tests skip, saying so."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import mixq
 from mixq.assignment import RowAssignment
 from mixq.dfq.quantizer import FractionalBitsQuantizer
 from mixq.errors import IntegerConversionError
+from mixq.integer.weights import integer_weights
 from mixq.nn.layers import QuantConv2d, QuantLinear
 from mixq.schemes import Candidate
 from mixq.sensitivity import HutchinsonConfig, hutchinson_traces
@@ -119,6 +121,11 @@ def test_quantize_and_to_integer_on_cuda_give_the_cpu_model() -> None:
         torch.testing.assert_close(
             on_gpu(data[1].cuda()).cpu(), on_cpu(data[1]), atol=0.05, rtol=0.05
         )
+    for name, layer in on_gpu.named_modules():
+        if isinstance(layer, QuantConv2d | QuantLinear):  # read on the CPU, the same values
+            got, want = integer_weights(layer), integer_weights(copy.deepcopy(layer).cpu())
+            assert torch.equal(got.values, want.values), name
+            assert (got.step == want.step).all(), name
     integer = mixq.to_integer(on_gpu, data[0].cuda())
     assert _devices(integer) <= {"cuda"}
     expected = mixq.to_integer(on_cpu, data[0]).forward(data[1])

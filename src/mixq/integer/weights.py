@@ -63,10 +63,12 @@ def integer_weights(layer: torch.nn.Module) -> IntegerWeights:
         raise UnsupportedLayerError("weight quantisation is switched off; switch it on first")
     with torch.no_grad():
         weight, _ = layer.effective_weight_bias()
-        w_rows = weight.detach().float().reshape(weight.shape[0], -1)
+        # Read on the CPU whatever the layer's device: the integers are kept as numpy-backed
+        # CPU tensors (float32 division and rounding give the same values on any device).
+        w_rows = weight.detach().float().reshape(weight.shape[0], -1).cpu()
         if not torch.isfinite(w_rows).all():
             raise SchemeError("weights contain NaN or Inf")
-        alpha = quantizer.alpha.detach().float()
+        alpha = quantizer.alpha.detach().float().cpu()
         codes = quantizer.row_codes.cpu().numpy().astype(np.int64)
         values = torch.zeros(w_rows.shape, dtype=torch.int64)
         step = np.zeros(w_rows.shape[0], dtype=np.float64)
