@@ -7,7 +7,8 @@ sentences. The layer-by-layer method (one full forward per layer, the previous d
 timed on the depths given by ``--layerwise-depths``. On ResNet-20 both methods' top-1 is
 measured on the first ``--test-images`` CIFAR-10 test images, and so is the precision of
 the per-batch second moments (float64 against float32 products: share of rounded weights
-that differ, and top-1). Each figure is one run; the machine's load is recorded beside it.
+that differ, and top-1). Each figure is one run; the machine's load is recorded beside it,
+and so is the process's CPU time (all its threads), which other jobs' load changes less.
 
     nice -n 10 python benchmarks/ptq_scaling.py
 """
@@ -148,11 +149,12 @@ def _timed_quantize(
     mixq.convert.apply_error_feedback = timed_rounding  # type: ignore[assignment]
     load_before = os.getloadavg()[0]
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         quantized = mixq.quantize(
             model, recipe, calibration_data=calib, calibration_batches=len(calib), progress=False
         )
         seconds = time.perf_counter() - start
+        quantized.cpu_s = time.process_time() - cpu_start  # type: ignore[assignment]
     finally:
         mixq.convert.apply_error_feedback = original  # type: ignore[assignment]
     quantized.rounding_s = sum(spent)  # type: ignore[assignment]
@@ -167,6 +169,8 @@ def _row(model_name: str, method: str, seconds: float, model: nn.Module, load: l
         "layers": layers,
         "quantize_s": round(seconds, 2),
         "rounding_s": round(float(model.rounding_s), 2),  # GPTQ error feedback alone
+        # CPU seconds of every thread of this process: less sensitive to other jobs' load.
+        "quantize_cpu_s": round(float(model.cpu_s), 2),
         "threads": torch.get_num_threads(),
         "load_average_before_after": load,
     }

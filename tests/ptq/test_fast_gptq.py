@@ -41,7 +41,9 @@ def _tied_columns(quantizer: RowWeightQuantizer) -> Tensor:
         column = torch.empty_like(alpha)
         for row, code in enumerate(quantizer.row_codes.tolist()):
             levels, midpoints = signed_grid(quantizer.candidates[code])
-            points = torch.cat([midpoints, levels, torch.tensor([1.7, -3.0, 0.0, -0.0])])
+            points = torch.cat(
+                [midpoints, levels, torch.tensor([1.7, -3.0, 0.0, -0.0, float("nan")])]
+            )
             column[row] = points[(row * 7 + pick * 5) % points.numel()] * alpha[row]
         columns.append(column)
     return torch.stack(columns, dim=1)

@@ -40,8 +40,8 @@ def column_quantizer(quantizer: RowWeightQuantizer, dtype: torch.dtype) -> Colum
 
 
 class _RowGrids:
-    """Each row's clip level, grid midpoints (padded with ``+inf``) and levels, laid out
-    as ``(R,)``, ``(K, R)`` and ``(K + 1, R)`` so that a column indexes them directly."""
+    """Each row's clip level ``(R, 1)``, grid midpoints ``(R, K)`` (padded with ``+inf``) and
+    levels ``(R, K + 1)``, so that a column is searched and indexed row by row at once."""
 
     def __init__(self, quantizer: RowWeightQuantizer, dtype: torch.dtype) -> None:
         with torch.no_grad():
@@ -60,23 +60,23 @@ class _RowGrids:
             rounding = torch.promote_types(dtype, alpha.dtype)
             width = max(midpoints.numel() for _, midpoints in grids)
             rows_count = codes.numel()
-            self.midpoints = torch.full((width, rows_count), torch.inf, dtype=rounding)
-            self.levels = torch.empty((width + 1, rows_count), dtype=rounding)
+            self.midpoints = torch.full((rows_count, width), torch.inf, dtype=rounding)
+            self.levels = torch.empty((rows_count, width + 1), dtype=rounding)
             for code, (levels, midpoints) in enumerate(grids):
                 rows = (codes == code).nonzero().flatten()
                 count = midpoints.numel()
-                self.midpoints[:count, rows] = midpoints.to(rounding).unsqueeze(1)
-                self.levels[: count + 1, rows] = levels.to(rounding).unsqueeze(1)
+                self.midpoints[rows, :count] = midpoints.to(rounding)
+                self.levels[rows, : count + 1] = levels.to(rounding)
                 # Beyond a row's own levels (reached only by NaN): its top level.
-                self.levels[count + 1 :, rows] = levels[-1].to(rounding)
+                self.levels[rows, count + 1 :] = levels[-1].to(rounding)
             self.midpoints = self.midpoints.to(alpha.device)
             self.levels = self.levels.to(alpha.device)
+            self.scale = self.scale.unsqueeze(1)  # (R, 1), as a column is divided
 
     def __call__(self, column: Tensor) -> Tensor:
-        x = (column / self.scale).clamp(-1.0, 1.0)
-        # torch.bucketize's index, counted: the midpoints not at or above x (ties go below;
-        # NaN, which no midpoint is at or above, to the top as bucketize sends it).
-        index = (self.midpoints >= x).logical_not_().sum(dim=0, keepdim=True)
-        rounded = self.levels.gather(0, index).squeeze(0)
+        x = (column.unsqueeze(1) / self.scale).clamp(-1.0, 1.0)
+        # torch.bucketize's search, each row against its own midpoints: ties go to the level
+        # below, a finite value stops at the +inf padding, NaN goes past it as in bucketize.
+        rounded = self.levels.gather(1, torch.searchsorted(self.midpoints, x))
         # The straight-through form's value, as fake_quant_rows computes it.
-        return (x + (rounded - x)) * self.scale
+        return ((x + (rounded - x)) * self.scale).squeeze(1)
