@@ -60,8 +60,11 @@ class _RowGrids:
             rounding = torch.promote_types(dtype, alpha.dtype)
             width = max(midpoints.numel() for _, midpoints in grids)
             rows_count = codes.numel()
-            self.midpoints = torch.full((rows_count, width), torch.inf, dtype=rounding)
-            self.levels = torch.empty((rows_count, width + 1), dtype=rounding)
+            device = alpha.device  # rows index them on the clips' device
+            self.midpoints = torch.full(
+                (rows_count, width), torch.inf, dtype=rounding, device=device
+            )
+            self.levels = torch.empty((rows_count, width + 1), dtype=rounding, device=device)
             for code, (levels, midpoints) in enumerate(grids):
                 rows = (codes == code).nonzero().flatten()
                 count = midpoints.numel()
@@ -69,8 +72,6 @@ class _RowGrids:
                 self.levels[rows, : count + 1] = levels.to(rounding)
                 # Beyond a row's own levels (reached only by NaN): its top level.
                 self.levels[rows, count + 1 :] = levels[-1].to(rounding)
-            self.midpoints = self.midpoints.to(alpha.device)
-            self.levels = self.levels.to(alpha.device)
             self.scale = self.scale.unsqueeze(1)  # (R, 1), as a column is divided
 
     def __call__(self, column: Tensor) -> Tensor:
