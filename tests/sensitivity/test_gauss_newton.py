@@ -162,6 +162,7 @@ def test_a_summed_loss_is_refused() -> None:
         ({"memory_mb": 0.0}, None, "memory_mb"),
         ({"max_batches": 0}, None, "max_batches"),
         ({"layers": ["nope"]}, None, "no Conv2d/Linear layer named"),
+        ({"layers": []}, None, "an empty list was given"),
         ({}, [], "no batch"),
         ({}, [torch.zeros(2, 2, 5, 5)], r"\(inputs, targets\) pair"),
     ],

@@ -15,6 +15,7 @@ weight, so a quantised checkpoint can be measured too (its activation quantisers
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from mixq.assignment import RowAssignment
 from mixq.errors import SensitivityError
 from mixq.fold import find_conv_bn_pairs
 from mixq.nn.layers import QuantConv2d, QuantLinear
-from mixq.swap import set_submodule
+from mixq.swap import quantizable_layer_names, set_submodule
 
 _PLACEHOLDER = "fixed-8"  # any candidate: only the fold of the QuantConv2d is used
 
@@ -59,6 +60,30 @@ def folded_float_copy(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
         set_submodule(target, conv_name, _plain_copy(conv, weight, bias))
         set_submodule(target, bn_name, nn.Identity())
     return target.eval()
+
+
+def chosen_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    """The Conv2d/Linear names of ``model`` to measure: ``layers`` (each once, in order),
+    or every one when ``layers`` is None; unknown names or nothing to measure raise
+    :class:`~mixq.errors.SensitivityError`.
+
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> chosen_layers(net, None), chosen_layers(net, ["2", "0", "2"])
+    (['0', '2'], ['2', '0'])
+    """
+    available = quantizable_layer_names(model)
+    if layers is None:
+        if not available:
+            raise SensitivityError("the model has no Conv2d or Linear layer to measure")
+        return available
+    unknown = [name for name in layers if name not in available]
+    if unknown:
+        raise SensitivityError(
+            f"no Conv2d/Linear layer named {unknown}; the model has: {', '.join(available)}"
+        )
+    if not layers:
+        raise SensitivityError("no layers to measure (an empty list was given)")
+    return list(dict.fromkeys(layers))
 
 
 def layer_weight(model: nn.Module, name: str) -> torch.Tensor:

@@ -50,11 +50,10 @@ from mixq.calibrate import model_device
 from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
-from mixq.sensitivity.folded import folded_float_copy, layer_weight
+from mixq.sensitivity.folded import chosen_layers, folded_float_copy, layer_weight
 from mixq.sensitivity.hvp import LossFn, Weights, make_hvp
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
 from mixq.shapes import measure_layer_shapes
-from mixq.swap import quantizable_layer_names
 
 log = logging.getLogger("mixq")
 
@@ -112,7 +111,7 @@ def gauss_newton_traces(
         raise SensitivityError(f"max_batches must be >= 1, got {max_batches}")
     start = time.perf_counter()
     target = folded_float_copy(model, fold_bn=fold_bn).requires_grad_(False)
-    names = _check_layers(target, layers)
+    names = chosen_layers(target, layers)
     weights = {f"{n}.weight": layer_weight(target, n) for n in names}
     device = model_device(target)
     batches = _read_batches(data, device, max_batches)
@@ -167,23 +166,10 @@ def gauss_newton_gap(
     True
     """
     target = folded_float_copy(model, fold_bn=fold_bn).requires_grad_(False)
-    names = _check_layers(target, layers)
+    names = chosen_layers(target, layers)
     weights = {f"{n}.weight": layer_weight(target, n) for n in names}
     batch = _read_batches(data, model_device(target), 1)[0]
     return _hessian_gap(target, weights, batch, loss_fn, seed)
-
-
-def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    available = quantizable_layer_names(model)
-    chosen = available if layers is None else list(dict.fromkeys(layers))
-    unknown = [name for name in chosen if name not in available]
-    if unknown:
-        raise SensitivityError(
-            f"no Conv2d/Linear layer named {unknown}; the model has: {', '.join(available)}"
-        )
-    if not chosen:
-        raise SensitivityError("no layers to measure (the model has no Conv2d or Linear)")
-    return chosen
 
 
 def _read_batches(
@@ -266,7 +252,8 @@ def _accumulate(
             for lo in range(0, inputs.shape[0], chunk):
                 hi = min(lo + chunk, inputs.shape[0])
                 if chunk_index % world == rank:
-                    _add_chunk(model, weights, inputs[lo:hi], lambdas[lo:hi], vectors[lo:hi], rows)
+                    eigen = (lambdas[lo:hi], vectors[lo:hi])
+                    _add_chunk(model, weights, inputs[lo:hi], outputs.shape[1:], eigen, rows)
                 chunk_index += 1
                 bar.update(hi - lo)
     finally:
@@ -281,13 +268,15 @@ def _add_chunk(
     model: nn.Module,
     weights: Weights,
     inputs: Tensor,
-    lambdas: Tensor,
-    vectors: Tensor,
+    out_shape: torch.Size,
+    eigen: tuple[Tensor, Tensor],
     rows: dict[str, Tensor],
 ) -> None:
     """Per-sample gradients of ``u_k . z`` for every eigenvector ``u_k`` of each sample's
-    ``H_z``, squared, weighted by ``lambda_k`` and summed within each row."""
-    out_shape = _outputs(model, weights, inputs[:1]).shape[1:]
+    ``H_z`` (``eigen``: ``torch.linalg.eigh``'s eigenvalues ``(n, C)`` and eigenvectors
+    ``(n, C, C)``; ``out_shape``: one sample's output), squared, weighted by ``lambda_k``
+    and summed within each row."""
+    lambdas, vectors = eigen
 
     def sample_grads(x: Tensor, cotangents: Tensor) -> Weights:
         def out_of(w: Weights) -> Tensor:

@@ -44,12 +44,11 @@ from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
 from mixq.sensitivity.config import HutchinsonConfig
 from mixq.sensitivity.distributed import ProbeShare as _ProbeShare
-from mixq.sensitivity.folded import folded_float_copy, layer_weight
+from mixq.sensitivity.folded import chosen_layers, folded_float_copy, layer_weight
 from mixq.sensitivity.hvp import BatchedHvp, LossFn, Weights, make_batched_hvp
 from mixq.sensitivity.moments import RowSampleStats
 from mixq.sensitivity.table import LayerSensitivity, SensitivityTable, TraceRun
 from mixq.shapes import measure_layer_shapes
-from mixq.swap import quantizable_layer_names
 
 _RAN_OUT_HINT = (
     "; pass a re-iterable (a list or a DataLoader), or lower max_probes or batches_per_probe"
@@ -83,7 +82,7 @@ def hutchinson_traces(
     config = config or HutchinsonConfig()
     start = time.perf_counter()
     target = folded_float_copy(model, fold_bn=config.fold_bn).requires_grad_(False)
-    names = _check_layers(target, layers)
+    names = chosen_layers(target, layers)
     weights = {n: layer_weight(target, n) for n in names}
     stream = _cycle_pairs(data, model_device(target))
     first = next(stream)
@@ -190,22 +189,6 @@ def _layer(stats: RowSampleStats, shape: LayerShape) -> LayerSensitivity:
         row_traces=stats.row_means(),
         row_stderr=stats.row_stderr(),
     )
-
-
-def _check_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    available = quantizable_layer_names(model)
-    if layers is None:
-        if not available:
-            raise SensitivityError("the model has no Conv2d or Linear layer to measure")
-        return available
-    unknown = [name for name in layers if name not in available]
-    if unknown:
-        raise SensitivityError(
-            f"no Conv2d/Linear layer named {unknown}; the model has: {', '.join(available)}"
-        )
-    if not layers:
-        raise SensitivityError("no layers to measure (an empty list was given)")
-    return list(dict.fromkeys(layers))
 
 
 def _cycle_pairs(data: Iterable[Any], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
