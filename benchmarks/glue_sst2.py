@@ -49,7 +49,7 @@ NAME = "glue_sst2"
 HEAD = "classifier"
 MEAN_FIELDS = ("eq_bits", "accuracy_ptq", "accuracy_per_epoch", "fpga_images_per_s", "weight_kib")
 _NOT_IN_KEY = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-_NOT_IN_KEY |= {"threads", "name", "data_root"}
+_NOT_IN_KEY |= {"threads", "name", "data_root", "report_only"}
 _QUANT_ONLY = {"qat_sentences", "calib_sentences", "qat_epochs", "qat_lr"}
 
 
@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/glue_sst2"))
     parser.add_argument("--budget-minutes", type=float, default=None)
     parser.add_argument("--name", default=NAME)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the result from the finished units alone; start no unit",
+    )
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
     check_args(args)
@@ -165,11 +170,22 @@ def main(argv: list[str] | None = None) -> int:
         print({k: v for k, v in row.items() if not isinstance(v, dict)}, flush=True)
         return row
 
+    seeds = list(args.seeds)
+    unstarted = 0
+    if args.report_only:
+
+        def finished(method: str, eq_bits: int, seed: int) -> bool:
+            label = "fp32" if method == "fp32" else f"{method}-w{eq_bits}-s{seed}"
+            return store.load(label, unit_settings(args, method, eq_bits, seed)) is not None
+
+        kept = [s for s in seeds if finished("fp32", 32, s)]
+        done = [u for u in pending if finished(*u)]
+        unstarted = len(seeds) - len(kept) + len(pending) - len(done)
+        seeds, pending = kept, done
     # The float models first: each is a unit, and every quantised unit of its seed needs it.
-    float_rows, left = run_units(
-        list(args.seeds), budget, lambda s: float_row(store, args, s, float_model)
-    )
+    float_rows, left = run_units(seeds, budget, lambda s: float_row(store, args, s, float_model))
     units, left_q = run_units(pending, budget, run_one) if not left else ([], len(pending))
+    left += unstarted
     stopped = bool(left or left_q)
     if stopped:
         print(f"budget spent; {left + left_q} units left: rerun the same command", flush=True)

@@ -96,6 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--name", default=NAME, help="result file name (smoke runs: another)")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the result from the finished units alone; start no unit",
+    )
+    parser.add_argument(
         "--refresh-hardware",
         action="store_true",
         help="recompute finished units' modelled FPGA figures with the current cost model "
@@ -121,7 +126,7 @@ def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int
     """Everything one unit's result depends on (its key): not the output, budget, threads,
     nor the Hessian or DFQ settings of a method that does not use them."""
     unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-    unused |= {"threads", "name", "data_root", "refresh_hardware"}
+    unused |= {"threads", "name", "data_root", "refresh_hardware", "report_only"}
     if method not in HESSIAN_METHODS:
         unused |= {"hessian_probes", "hessian_batch"}
     if not method.startswith("dfq"):
@@ -151,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     shapes = layer_shapes(base, torch.zeros(1, 3, 32, 32))
     store = UnitStore(args.work_dir)
     pending = [(m, b, s) for b in args.eq_bits for m in args.methods for s in args.seeds]
+    unstarted = 0
+    if args.report_only:
+        finished = [
+            (m, b, s)
+            for m, b, s in pending
+            if store.load(f"{m}-w{b}-s{s}", unit_settings(args, m, b, s)) is not None
+        ]
+        unstarted, pending = len(pending) - len(finished), finished
 
     def run_one(unit: tuple[str, int, int]) -> dict[str, Any]:
         method, eq_bits, seed = unit
@@ -179,13 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return row
 
     units, left = run_units(pending, budget, run_one)
+    left += unstarted
     stopped = left > 0
     if stopped:
-        print(
-            f"budget of {args.budget_minutes} min spent; {left} units left: rerun the same "
-            "command to continue",
-            flush=True,
-        )
+        reason = "not finished yet" if args.report_only else "left"
+        print(f"{left} units {reason}: rerun without --report-only to continue", flush=True)
     fp32 = {"method": "fp32", "top1": top1(base, test_loader), "weight_kib": fp32_weight_kib(base)}
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:
