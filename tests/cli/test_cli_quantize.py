@@ -8,9 +8,11 @@ import pytest
 import yaml
 from _tiny import TINY_MODEL
 
+import mixq.cli.quantize as quantize_cli
 from mixq.checkpoint import read_header
 from mixq.cli._common import load_model
 from mixq.cli.main import main
+from mixq.errors import CheckpointError
 from mixq.plan import LayerPlan, Plan
 from mixq.recipe import Recipe
 from mixq.summary import describe
@@ -102,3 +104,19 @@ def test_missing_or_quantised_weights_are_refused(
     assert f"checkpoint not found: {missing}" in capsys.readouterr().err
     assert _quantize(tiny_data=tiny_data, weights=quantized, out=tmp_path) == 1
     assert "is a quantised model" in capsys.readouterr().err
+
+
+def test_a_failed_write_still_releases_the_other_ranks_at_the_barrier(
+    tiny_data: Path, float_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under torchrun the other ranks wait at the barrier for rank 0's write: rank 0 must
+    # reach it even when the write fails, or they wait until the process group times out.
+    reached: list[str] = []
+
+    def failing_save(*args: object, **kwargs: object) -> None:
+        raise CheckpointError("disk full")
+
+    monkeypatch.setattr(quantize_cli, "save_quantized", failing_save)
+    monkeypatch.setattr(quantize_cli, "barrier", lambda: reached.append("barrier"))
+    assert _quantize(tiny_data=tiny_data, weights=float_weights, out=tmp_path) == 1
+    assert reached == ["barrier"]

@@ -160,10 +160,12 @@ def _quantize(
     )
     path = Path(args.output) / QUANTIZED_NAME
     if not ranks.is_main:
-        # The same model on every rank: a non-finite one fails here as on rank 0, rather
-        # than leaving this rank at the barrier.
-        require_finite_state(quantized.state_dict(), str(path))
-        barrier()  # until rank 0 has written the file
+        # The same model on every rank: a non-finite one fails here as on rank 0. Every
+        # rank reaches the barrier whatever fails, so none is left waiting at it.
+        try:
+            require_finite_state(quantized.state_dict(), str(path))
+        finally:
+            barrier()  # until rank 0 has written the file (or failed to)
         return 0
     extra = {
         "model": args.model,
@@ -173,8 +175,10 @@ def _quantize(
     }
     if ranks.distributed:
         extra["quantize_processes"] = ranks.world
-    save_quantized(quantized, path, extra=extra)
-    barrier()
+    try:
+        save_quantized(quantized, path, extra=extra)
+    finally:
+        barrier()  # the other ranks wait here, also when the write fails
     report = build_report(quantized, loaded.spec.build(), model_name=args.model, method=method)
     print(format_report(report, mixq.describe(quantized)))
     log.info("wrote %s", path)

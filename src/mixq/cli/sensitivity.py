@@ -128,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
             args, loaded.model, batches, config, loaded.spec.name, not args.quiet and ranks.is_main
         )
         path = Path(args.output) / TABLE_NAME
-        if ranks.is_main:  # every rank holds the same table; one writes it
-            table.save(path)
-        barrier()
+        try:
+            if ranks.is_main:  # every rank holds the same table; one writes it
+                table.save(path)
+        finally:
+            barrier()  # reached also when the write fails: no rank is left waiting
         if not ranks.is_main:
             return 0
     print("\n".join(table.format_rows()))

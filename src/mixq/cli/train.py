@@ -177,8 +177,10 @@ def _train(
     extra = {**loaded.extra, "train": config.to_dict(), **result.final_metrics}
     if ranks.distributed:
         extra["train_processes"] = ranks.world
-    save_quantized(loaded.model, out / QUANTIZED_NAME, extra=extra)
-    barrier()
+    try:  # a non-finite model is refused here: the other ranks must not wait for it
+        save_quantized(loaded.model, out / QUANTIZED_NAME, extra=extra)
+    finally:
+        barrier()
     if result.history:  # each epoch was logged as it ended; the result once
         last = result.history[-1]
         print(
