@@ -4,8 +4,10 @@ the output guard (never write over an input, check the destination before the wo
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,30 @@ def act_bits_type(text: str) -> int:
             f"activation bits must be 0 (float) or {low} to {high}, got {value}"
         )
     return value
+
+
+@contextmanager
+def quiet_unless_main(is_main: bool) -> Iterator[None]:
+    """Under torchrun, rank 0 speaks for the run: the other ranks log warnings and errors
+    only, until the command ends (the logger's level is then restored, so that a later
+    command in the same process logs as usual).
+
+    >>> log = logging.getLogger("mixq")
+    >>> before = log.level
+    >>> with quiet_unless_main(False):
+    ...     log.level == logging.WARNING
+    True
+    >>> log.level == before
+    True
+    """
+    log = logging.getLogger("mixq")
+    previous = log.level
+    if not is_main:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
 
 
 def check_outputs(inputs: Iterable[Path], outputs: Iterable[Path]) -> None:

@@ -38,6 +38,7 @@ from mixq.cli._common import (
     add_model_option,
     load_model,
     positive_int,
+    quiet_unless_main,
     require_text_file,
 )
 from mixq.cli._report_data import build_report, format_report
@@ -125,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         method = f"{method}+{plan.method}"
     device = rank_device(args.torch_device, launched_ranks())
-    with process_group(device) as ranks:
-        if not ranks.is_main:  # rank 0 speaks for the run
-            log.setLevel(logging.WARNING)
+    with process_group(device) as ranks, quiet_unless_main(ranks.is_main):
         return _quantize(args, recipe, plan, method, device, ranks)
 
 

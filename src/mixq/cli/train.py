@@ -42,6 +42,7 @@ from mixq.cli._common import (
     non_negative_int,
     positive_float,
     positive_int,
+    quiet_unless_main,
 )
 from mixq.cli._zoo import load_float_weights, top1
 from mixq.distributed_env import Ranks, barrier, launched_ranks, process_group, rank_device
@@ -136,9 +137,7 @@ def run(args: argparse.Namespace) -> int:
             "or choose another --output"
         )
     device = rank_device(args.torch_device, launched_ranks())
-    with process_group(device) as ranks:
-        if not ranks.is_main:  # rank 0 speaks for the run
-            log.setLevel(logging.WARNING)
+    with process_group(device) as ranks, quiet_unless_main(ranks.is_main):
         if args.resume and not (out / CHECKPOINT_NAME).exists() and ranks.is_main:
             log.warning("nothing to resume in %s: starting from epoch 1", out)
         return _train(args, config, out, device, ranks)
