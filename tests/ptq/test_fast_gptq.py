@@ -21,7 +21,9 @@ from mixq.ptq.gptq import DAMPING, _inverse_cholesky_upper, _round_block, gptq_r
 CANDIDATES = ("sp2-4", "fixed-4", "pot-4", "fixed-8", "fixed-2", "sp2-3")
 
 
-def _quantizer(rows: int, columns: int, candidates: tuple[str, ...], seed: int = 0):
+def _quantizer(
+    rows: int, columns: int, candidates: tuple[str, ...], seed: int = 0
+) -> tuple[RowWeightQuantizer, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     codes = [
         candidates[int(i)] for i in torch.randint(len(candidates), (rows,), generator=generator)
@@ -50,7 +52,9 @@ def _tied_columns(quantizer: RowWeightQuantizer) -> Tensor:
 
 
 @pytest.mark.parametrize("candidates", [CANDIDATES, ("fixed-4",), ("sp2-4", "fixed-4")])
-def test_the_column_quantiser_gives_the_quantisers_values_bit_for_bit(candidates) -> None:
+def test_the_column_quantiser_gives_the_quantisers_values_bit_for_bit(
+    candidates: tuple[str, ...],
+) -> None:
     quantizer, w = _quantizer(97, 40, candidates)
     with torch.no_grad():
         quantizer.alpha[3] = 0.0  # floored at MIN_SCALE
@@ -126,7 +130,9 @@ def test_the_block_loop_gives_the_column_major_loops_errors_bit_for_bit() -> Non
 
 
 @pytest.mark.parametrize(("rows", "columns", "block"), [(48, 300, 128), (33, 70, 16), (5, 9, 1)])
-def test_gptq_rows_gives_the_previous_loops_rounded_weights(rows, columns, block) -> None:
+def test_gptq_rows_gives_the_previous_loops_rounded_weights(
+    rows: int, columns: int, block: int
+) -> None:
     quantizer, w = _quantizer(rows, columns, CANDIDATES, seed=rows)
     hessian = _correlated_hessian(columns)
     slow = lambda col: quantizer(col.unsqueeze(1)).squeeze(1).detach()  # noqa: E731

@@ -52,7 +52,9 @@ def _count_forwards(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_calibration_with_reuse_equals_calibration_without(monkeypatch) -> None:
+def test_calibration_with_reuse_equals_calibration_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model, batches = _token_model()
     plain = copy.deepcopy(model)
     calls = _count_forwards(monkeypatch)
@@ -65,7 +67,9 @@ def test_calibration_with_reuse_equals_calibration_without(monkeypatch) -> None:
     assert all(torch.equal(reused[k], recomputed[k]) for k in recomputed)
 
 
-def test_one_pass_rounding_with_reuse_equals_rounding_without(monkeypatch) -> None:
+def test_one_pass_rounding_with_reuse_equals_rounding_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     batches = small_resnet_batches()
     model = calibrated_small_resnet(batches)
     plain = copy.deepcopy(model)

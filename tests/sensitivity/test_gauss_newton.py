@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,7 +137,7 @@ def test_a_curved_net_gives_its_gauss_newton_trace_and_warns(
     assert not torch.allclose(want, dense, rtol=1e-3)  # the Hessian's own differs here
 
 
-def test_the_table_keeps_its_method_through_json(tmp_path) -> None:
+def test_the_table_keeps_its_method_through_json(tmp_path: Path) -> None:
     table = gauss_newton_traces(_residual_net(), _data((2, 5, 5)), progress=False)
     path = tmp_path / "table.json"
     table.save(path)
