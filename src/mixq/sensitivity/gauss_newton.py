@@ -60,7 +60,9 @@ log = logging.getLogger("mixq")
 METHOD = "gauss-newton"
 GAP_WARNING = 1e-3  # relative; float32 rounding of a piecewise-linear model stays near 1e-6
 CHECK_SAMPLES = 16  # samples of the first batch the Hessian-equals-Gauss-Newton check uses
-_EIGEN_FLOOR = 1e-12  # eigenvalues of H_z this small (softmax's null direction) add nothing
+# Eigenvalues of H_z this small (softmax's null direction) are left out when a chunk is
+# sized; their gradients are still computed (and add almost nothing to the traces).
+_EIGEN_FLOOR = 1e-12
 
 
 def gauss_newton_traces(
