@@ -37,6 +37,7 @@ from mixq.sensitivity import (
     JOINT_CANDIDATES,
     HutchinsonConfig,
     SensitivityTable,
+    gauss_newton_traces,
     hessian_rmsmp_plan,
     hutchinson_traces,
     perturbation_table,
@@ -139,15 +140,29 @@ def sensitivity_table(
     path: Path,
     key: dict[str, Any],
     weights: str,
+    *,
+    exact_batches: int | None = None,
 ) -> SensitivityTable:
-    """The Hutchinson table of ``base`` on ``data``, reused from ``path`` when it was
+    """The Hutchinson table of ``base`` on ``data`` (or, given ``exact_batches``, the exact
+    Gauss-Newton traces over that many of its batches), reused from ``path`` when it was
     measured with ``key`` (the settings it depends on)."""
     key_path = path.with_suffix(".key.json")
     if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
         return SensitivityTable.load(path)
-    table = hutchinson_traces(
-        base, data, config, model_name="resnet20", weights_path=weights, progress=False
-    )
+    if exact_batches is not None:
+        table = gauss_newton_traces(
+            base,
+            data,
+            max_batches=exact_batches,
+            seed=config.seed,
+            model_name="resnet20",
+            weights_path=weights,
+            progress=False,
+        )
+    else:
+        table = hutchinson_traces(
+            base, data, config, model_name="resnet20", weights_path=weights, progress=False
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     table.save(path)
     key_path.write_text(json.dumps(key) + "\n")

@@ -87,7 +87,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=12800, help="class-balanced subset")
     parser.add_argument("--test-images", type=int, default=None, help="limit (default all)")
     parser.add_argument("--calib-images", type=int, default=512)
-    parser.add_argument("--hessian-probes", type=int, default=8, help="per layer")
+    parser.add_argument(
+        "--hessian",
+        choices=["hutchinson", "exact"],
+        default="hutchinson",
+        help="the Hessian methods' traces: Hutchinson probes, or exact (Gauss-Newton, equal "
+        "to the Hessian's for ResNet-20) over as many batches",
+    )
+    parser.add_argument(
+        "--hessian-probes", type=int, default=8, help="per layer (exact: the batches)"
+    )
     parser.add_argument("--hessian-batch", type=int, default=128)
     parser.add_argument("--dfq-steps", type=int, default=200)
     parser.add_argument("--work-dir", type=Path, default=Path("runs/method_compare"))
@@ -128,7 +137,9 @@ def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int
     unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
     unused |= {"threads", "name", "data_root", "refresh_hardware", "report_only"}
     if method not in HESSIAN_METHODS:
-        unused |= {"hessian_probes", "hessian_batch"}
+        unused |= {"hessian_probes", "hessian_batch", "hessian"}
+    elif args.hessian == "hutchinson":
+        unused |= {"hessian"}  # the keys of units run before the option existed
     if not method.startswith("dfq"):
         unused |= {"dfq_steps"}
     shared = {k: v for k, v in vars(args).items() if k not in unused}
@@ -327,7 +338,9 @@ def refreshed_hardware(
 
 def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str, seed: int):
     config = hutchinson_config(args, seed)
+    exact = args.hessian == "exact"
     key = {
+        **({"method": "exact", "batches": args.hessian_probes} if exact else {}),
         "config": config.__dict__,
         "batch": args.hessian_batch,
         "train_images": args.train_images,
@@ -338,7 +351,9 @@ def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str,
         cifar, "train", args.hessian_batch, shuffle=True, seed=seed, limit=args.train_images
     )
     path = args.work_dir / "sensitivity" / f"seed{seed}-{settings_key(key)}.json"
-    return hessian_table(base, data, config, path, key, weights)
+    return hessian_table(
+        base, data, config, path, key, weights, exact_batches=args.hessian_probes if exact else None
+    )
 
 
 def result_settings(
@@ -373,7 +388,11 @@ def result_settings(
         "train_images": args.train_images,
         "test_images": args.test_images or 10000,
         "calibration_images": args.calib_images,
-        "hessian": {"probes_per_layer": args.hessian_probes, "batch": args.hessian_batch},
+        "hessian": {
+            "traces": args.hessian,
+            "probes_per_layer" if args.hessian == "hutchinson" else "batches": args.hessian_probes,
+            "batch": args.hessian_batch,
+        },
         "dfq_steps": args.dfq_steps,
         "convergence_check": "top-1 on the test set after every QAT epoch of every unit; "
         "'changed' says whether the ranking of methods by mean top-1 differs between the "

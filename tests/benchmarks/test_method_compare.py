@@ -176,6 +176,19 @@ def test_hessian_and_dfq_settings_key_only_the_methods_that_use_them() -> None:
     )
 
 
+def test_exact_traces_key_the_hessian_units_and_leave_the_probe_units_keys_alone() -> None:
+    args = method_compare.parse_args(["--seeds", "0", "1", "2"])
+    explicit = method_compare.parse_args(["--seeds", "0", "1", "2", "--hessian", "hutchinson"])
+    exact = method_compare.parse_args(["--seeds", "0", "1", "2", "--hessian", "exact"])
+    probe_key = method_compare.unit_settings(args, "hawq-v3-ilp", 3, 0)
+    assert "hessian" not in probe_key  # units finished before the option keep their key
+    assert method_compare.unit_settings(explicit, "hawq-v3-ilp", 3, 0) == probe_key
+    assert method_compare.unit_settings(exact, "hawq-v3-ilp", 3, 0)["hessian"] == "exact"
+    assert method_compare.unit_settings(exact, "msp", 3, 0) == (
+        method_compare.unit_settings(args, "msp", 3, 0)
+    )
+
+
 def test_too_few_hessian_probes_are_refused_before_any_work() -> None:
     with pytest.raises(SensitivityError, match="two probes"):
         method_compare.parse_args(["--seeds", "0", "1", "2", "--hessian-probes", "1"])
