@@ -164,6 +164,7 @@ def _traces(
     """The table by ``--method``; ``auto`` takes the exact traces when the check passes."""
     weights_path = str(args.weights.resolve())
     method = args.method
+    gap = None
     if method == "auto":
         gap = gauss_newton_gap(model, batches, fold_bn=config.fold_bn, seed=config.seed)
         method = "gauss-newton" if gap <= GAP_WARNING else "hutchinson"
@@ -174,6 +175,7 @@ def _traces(
             batches,
             fold_bn=config.fold_bn,
             seed=config.seed,
+            hessian_gap=gap,
             model_name=model_name,
             weights_path=weights_path,
             progress=progress,

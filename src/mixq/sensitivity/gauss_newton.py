@@ -60,9 +60,6 @@ log = logging.getLogger("mixq")
 METHOD = "gauss-newton"
 GAP_WARNING = 1e-3  # relative; float32 rounding of a piecewise-linear model stays near 1e-6
 CHECK_SAMPLES = 16  # samples of the first batch the Hessian-equals-Gauss-Newton check uses
-# Eigenvalues of H_z this small (softmax's null direction) are left out when a chunk is
-# sized; their gradients are still computed (and add almost nothing to the traces).
-_EIGEN_FLOOR = 1e-12
 
 
 def gauss_newton_traces(
@@ -75,6 +72,7 @@ def gauss_newton_traces(
     max_batches: int | None = None,
     memory_mb: float = 512.0,
     seed: int = 0,
+    hessian_gap: float | None = None,
     model_name: str = "",
     weights_path: str = "",
     progress: bool = True,
@@ -94,6 +92,8 @@ def gauss_newton_traces(
         max_batches: read at most this many batches.
         memory_mb: bound on the per-sample gradients held at once (sets the chunk size).
         seed: seeds the check's random directions.
+        hessian_gap: the check's result when :func:`gauss_newton_gap` already measured it
+            on the same model, data and seed (the check is then not repeated).
         model_name, weights_path: recorded in the table's :class:`TraceRun`.
         progress: show a tqdm bar.
 
@@ -119,7 +119,9 @@ def gauss_newton_traces(
     batches = _read_batches(data, device, max_batches)
     shapes = measure_layer_shapes(target, batches[0])
     rows = {key: torch.zeros(w.shape[0], dtype=torch.float64) for key, w in weights.items()}
-    gap = _hessian_gap(target, weights, batches[0], loss_fn, seed)
+    gap = hessian_gap
+    if gap is None:
+        gap = _hessian_gap(target, weights, batches[0], loss_fn, seed)
     if gap > GAP_WARNING:
         log.warning(
             "the model is not piecewise linear in every measured layer (Hessian and "
@@ -241,6 +243,7 @@ def _accumulate(
     returns the number of samples (over all ranks)."""
     rank, world = _rank_world()
     params = sum(w.numel() for w in weights.values())
+    element_size = max(w.element_size() for w in weights.values())
     total = sum(int(x.shape[0]) for x, _ in batches)
     bar = tqdm(total=total, desc="gauss-newton", disable=None if progress else True, leave=False)
     chunk_index = 0
@@ -249,8 +252,9 @@ def _accumulate(
             with torch.no_grad():
                 outputs = _outputs(model, weights, inputs)
             lambdas, vectors = torch.linalg.eigh(_output_hessians(loss_fn, outputs, targets))
-            per_sample = max(1, int((lambdas.abs() > _EIGEN_FLOOR).sum(1).max()))
-            chunk = max(1, int(memory_mb * 2**20 // (4 * params * per_sample)))
+            # one gradient of every weight per (sample, eigenvector), all C eigenvectors
+            per_sample = params * vectors.shape[-1] * element_size
+            chunk = max(1, int(memory_mb * 2**20 // per_sample))
             for lo in range(0, inputs.shape[0], chunk):
                 hi = min(lo + chunk, inputs.shape[0])
                 if chunk_index % world == rank:
