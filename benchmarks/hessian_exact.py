@@ -81,7 +81,10 @@ def main() -> None:
         )
         estimate = _timed(lambda: hutchinson_traces(model, fixed, config, model_name="resnet20"))
         record(
-            {**_row("hutchinson-layer", "fixed batch", estimate), **_agreement(estimate, exact[0])}
+            {
+                **_row("hutchinson-layer", "fixed batch", estimate),
+                **_agreement(estimate[0], exact[0]),
+            }
         )
     more = list(cifar10_loader(images, "train", args.batch_size, limit=args.more_images))
     record(_row("gauss-newton", f"{args.more_images} images", _timed(
