@@ -60,6 +60,25 @@ def check_batches(batches: Sequence[Any]) -> None:
             raise CalibrationError(f"calibration batch {index} is empty: {describe_batch(batch)}")
 
 
+def as_pair(batch: Any, error: type[MixqError]) -> tuple[Tensor, Tensor]:
+    """``batch`` as ``(inputs, targets)``, or ``error`` when it is not such a pair of tensors.
+
+    >>> as_pair((torch.zeros(1), torch.ones(1)), CalibrationError)[1]
+    tensor([1.])
+    """
+    if not (
+        isinstance(batch, list | tuple)
+        and len(batch) >= 2
+        and torch.is_tensor(batch[0])
+        and torch.is_tensor(batch[1])
+    ):
+        raise error(
+            "each batch must be an (inputs, targets) pair of tensors, got "
+            f"{describe_batch(batch)}: the loss needs the targets"
+        )
+    return batch[0], batch[1]
+
+
 def cycle_pairs(
     data: Iterable[Any], error: type[MixqError], *, ran_out_hint: str = ""
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -78,17 +97,7 @@ def cycle_pairs(
         for batch in data:
             fresh += 1
             seen += 1
-            if not (
-                isinstance(batch, list | tuple)
-                and len(batch) >= 2
-                and torch.is_tensor(batch[0])
-                and torch.is_tensor(batch[1])
-            ):
-                raise error(
-                    "each batch must be an (inputs, targets) pair of tensors, got "
-                    f"{describe_batch(batch)}: the loss needs the targets"
-                )
-            yield batch[0], batch[1]
+            yield as_pair(batch, error)
         if fresh == 0:
             if seen == 0:
                 raise error("the data yielded no batches")

@@ -45,7 +45,7 @@ from torch.func import functional_call, hessian, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from mixq.batches import describe_batch
+from mixq.batches import as_pair
 from mixq.calibrate import model_device
 from mixq.errors import SensitivityError
 from mixq.plan import LayerShape
@@ -181,17 +181,8 @@ def _read_batches(
 ) -> list[tuple[Tensor, Tensor]]:
     batches: list[tuple[Tensor, Tensor]] = []
     for batch in data:
-        if not (
-            isinstance(batch, list | tuple)
-            and len(batch) >= 2
-            and torch.is_tensor(batch[0])
-            and torch.is_tensor(batch[1])
-        ):
-            raise SensitivityError(
-                "each batch must be an (inputs, targets) pair of tensors, got "
-                f"{describe_batch(batch)}: the loss needs the targets"
-            )
-        batches.append((batch[0].to(device), batch[1].to(device)))
+        inputs, targets = as_pair(batch, SensitivityError)
+        batches.append((inputs.to(device), targets.to(device)))
         if max_batches is not None and len(batches) == max_batches:
             break
     if not batches:
