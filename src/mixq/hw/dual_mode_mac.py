@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mixq.errors import HardwareCostError
+from mixq.hw.packed_mac import module_cells, synthesise_module
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
-from mixq.hw.rtl_sim import _run, require_icarus, run_testbench, yosys_cells_library
-from mixq.hw.synthesis import CellCounts, parse_yosys_stat
+from mixq.hw.rtl_sim import require_icarus, run_testbench, yosys_cells_library
+from mixq.hw.synthesis import CellCounts
 from mixq.hw.units import ACC_GUARD_BITS, MacUnit
 from mixq.schemes import Candidate
 
@@ -244,24 +245,9 @@ def simulate_dual(
 
 def synthesise(unit: DualModeMac, source: Path, out: Path | None = None) -> Path:
     """Yosys ``synth_xilinx -family xc7``; the netlist (``out``) or the stat report."""
-    params = " ".join(f"-set {n} {v}" for n, v in unit.parameters().items())
-    target = out or source.parent / "stat.txt"
-    write = f"write_verilog -noattr {target}" if out else f"tee -q -o {target} stat"
-    _run(
-        [
-            "yosys",
-            "-q",
-            "-p",
-            f"read_verilog {source}; chparam {params} {MODULE}; "
-            f"synth_xilinx -family xc7 -top {MODULE} -noiopad; {write}",
-        ]
-    )
-    return target
+    return synthesise_module(MODULE, unit.parameters(), source, out)
 
 
 def measure_dual(unit: DualModeMac, source: Path, workdir: Path) -> CellCounts:
     """Cells of one dual-mode slice (DSP48E1, packed readout and mode select)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    copy = workdir / source.name
-    copy.write_text(source.read_text())
-    return parse_yosys_stat(synthesise(unit, copy).read_text())
+    return module_cells(MODULE, unit.parameters(), source, workdir)

@@ -217,7 +217,20 @@ def simulate_packed(
 
 def synthesise(unit: PackedMac, source: Path, out: Path | None = None) -> Path:
     """Yosys ``synth_xilinx -family xc7``; the netlist (``out``) or the stat report."""
-    params = " ".join(f"-set {n} {v}" for n, v in unit.parameters().items())
+    return synthesise_module(MODULE, unit.parameters(), source, out)
+
+
+def measure_readout(unit: PackedMac, source: Path, workdir: Path) -> CellCounts:
+    """Cells of one packed slice (DSP48E1 plus the readout fabric beside it)."""
+    return module_cells(MODULE, unit.parameters(), source, workdir)
+
+
+def synthesise_module(
+    module: str, parameters: dict[str, int], source: Path, out: Path | None = None
+) -> Path:
+    """Yosys ``synth_xilinx -family xc7`` of ``module`` in ``source`` with ``parameters``;
+    the netlist (``out``) or the stat report beside ``source``."""
+    params = " ".join(f"-set {n} {v}" for n, v in parameters.items())
     target = out or source.parent / "stat.txt"
     write = f"write_verilog -noattr {target}" if out else f"tee -q -o {target} stat"
     _run(
@@ -225,16 +238,19 @@ def synthesise(unit: PackedMac, source: Path, out: Path | None = None) -> Path:
             "yosys",
             "-q",
             "-p",
-            f"read_verilog {source}; chparam {params} {MODULE}; "
-            f"synth_xilinx -family xc7 -top {MODULE} -noiopad; {write}",
+            f"read_verilog {source}; chparam {params} {module}; "
+            f"synth_xilinx -family xc7 -top {module} -noiopad; {write}",
         ]
     )
     return target
 
 
-def measure_readout(unit: PackedMac, source: Path, workdir: Path) -> CellCounts:
-    """Cells of one packed slice (DSP48E1 plus the readout fabric beside it)."""
+def module_cells(
+    module: str, parameters: dict[str, int], source: Path, workdir: Path
+) -> CellCounts:
+    """The cells Yosys maps ``module`` to, synthesised from a copy of ``source`` in
+    ``workdir`` (the stat report is written beside the copy, not the sources)."""
     workdir.mkdir(parents=True, exist_ok=True)
     copy = workdir / source.name
     copy.write_text(source.read_text())
-    return parse_yosys_stat(synthesise(unit, copy).read_text())
+    return parse_yosys_stat(synthesise_module(module, parameters, copy).read_text())
