@@ -1,4 +1,4 @@
-"""Seeded, resumable benchmark runs (no torch): units stored under a key of their settings,
+"""Seeded, resumable benchmark runs (no torch; the units themselves are in ``_unit_store``):
 mean and standard error over seeds, the ranking check between epochs, the Pareto front and
 a wall-clock budget that ends a chunk of work between units.
 
@@ -11,8 +11,6 @@ a wall-clock budget that ends a chunk of work between units.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from mixq.errors import MixqError
-from mixq.io import atomic_write_text
-
-UNIT_FILE = "unit.json"
 
 
 class BenchmarkSettingsError(MixqError, ValueError):
@@ -40,57 +35,6 @@ def mean_se(values: Sequence[float], digits: int = 6) -> tuple[float, float | No
         return round(mean, digits), None
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
     return round(mean, digits), round(math.sqrt(variance / n), digits)
-
-
-def settings_key(settings: Mapping[str, Any]) -> str:
-    """A short digest of ``settings`` (JSON with sorted keys): equal settings, equal key.
-
-    >>> settings_key({"a": 1, "b": 2}) == settings_key({"b": 2, "a": 1})
-    True
-    >>> settings_key({"a": 1}) == settings_key({"a": 2})
-    False
-    """
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class UnitStore:
-    """Finished units under ``root``: one folder per unit, named by the unit's label and the
-    key of its settings, so a changed setting gets a fresh folder (and a fresh trainer
-    checkpoint) while an unchanged one finds its finished row or its checkpoint again."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def unit_dir(self, label: str, settings: Mapping[str, Any]) -> Path:
-        return self.root / f"{label}-{settings_key(settings)}"
-
-    def load(self, label: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The finished row of this unit, or ``None`` when it has not finished with exactly
-        these settings."""
-        path = self.unit_dir(label, settings) / UNIT_FILE
-        if not path.is_file():
-            return None
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None  # a damaged file is a unit to redo, not a result
-        if not isinstance(saved, dict) or saved.get("settings") != _plain(settings):
-            return None
-        row = saved.get("row")
-        return row if isinstance(row, dict) else None
-
-    def save(self, label: str, settings: Mapping[str, Any], row: Mapping[str, Any]) -> Path:
-        path = self.unit_dir(label, settings) / UNIT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"settings": _plain(settings), "row": dict(row)}, indent=2) + "\n"
-        atomic_write_text(path, text)
-        return path
-
-
-def _plain(settings: Mapping[str, Any]) -> Any:
-    """``settings`` as they read back from JSON (tuples become lists, paths strings)."""
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
 class WallBudget:

@@ -6,7 +6,10 @@ Every nn.Linear of the encoder takes the method's ratio with 8-bit inputs; the h
 Fixed-8; embeddings and LayerNorm stay float. The seed sets the float fine-tuning (head
 initialisation, order), the calibration subset's order, and the QAT order. Each float
 model (per seed) and each (method, eq_bits, seed) is a resumable unit under ``--work-dir``
-(as in ``method_compare``); ``--budget-minutes`` ends a chunk after the current unit.
+(as in ``method_compare``, with the committed ledger ``units/glue_sst2/``);
+``--budget-minutes`` ends a chunk after the current unit. A float model retrained on a
+fresh checkout must reach the dev accuracy its ledger record holds (CPU training here is
+deterministic), else the run stops: its finished units were distilled from that model.
 
     HF_HUB_OFFLINE=1 nohup nice -n 10 python benchmarks/glue_sst2.py --seeds 0 1 2 \
         --budget-minutes 100 > glue_sst2.log 2>&1 &
@@ -28,7 +31,7 @@ from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
 from _planners import EQ_BITS, RATIO_METHODS, method_ratio
 from _seeds import (
-    UnitStore,
+    BenchmarkSettingsError,
     WallBudget,
     aggregate,
     check_seeded_run,
@@ -36,6 +39,7 @@ from _seeds import (
     run_units,
 )
 from _sst2 import SentenceClassifier, TokenBatches, accuracy, load_sst2
+from _unit_store import UnitStore
 from torch import nn
 
 import mixq
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_set = load_sst2(root / "sst-2" / "dev.tsv").head(args.dev_sentences)
     encoder, tokenizer = load_minilm()
     dev = TokenBatches(tokenizer, dev_set, 64, max_length=args.max_length)
-    store = UnitStore(args.work_dir)
+    store = UnitStore(args.work_dir, ledger=args.output / "units" / args.name)
     floats: dict[int, nn.Module] = {}
 
     def float_model(seed: int) -> nn.Module:
@@ -258,7 +262,16 @@ def fine_tune_float(
         progress=False,
     )
     model.eval()
-    if store.load("fp32", settings) is None:
+    trained = result.history[-1].metrics["accuracy"]
+    finished = store.load("fp32", settings)
+    if finished is not None and finished["accuracy"] != trained:
+        # Its finished units (from the ledger) were distilled from the earlier model.
+        raise BenchmarkSettingsError(
+            f"the float model of seed {seed} retrained to dev accuracy {trained}, not the "
+            f"{finished['accuracy']} of the model its finished units were made from; "
+            "remove that seed's records from the ledger and the work dir to redo them"
+        )
+    if finished is None:
         store.save(
             "fp32",
             settings,
@@ -267,7 +280,7 @@ def fine_tune_float(
                 "eq_bits_target": 32,
                 "seed": seed,
                 "eq_bits": 32.0,
-                "accuracy": result.history[-1].metrics["accuracy"],
+                "accuracy": trained,
                 "train_s_this_chunk": round(time.perf_counter() - start, 1),
             },
         )

@@ -13,7 +13,11 @@ calibration subset, the Hessian probes and DFQ's search.
 Each (method, eq_bits, seed) is one unit stored under ``--work-dir`` with a key of its
 settings: finished units are reused, an interrupted one resumes from its trainer
 checkpoint, and ``--budget-minutes`` ends a chunk cleanly after the current unit (rerun
-the same command to continue). Top-1 is recorded after every QAT epoch; the settings say
+the same command to continue). Each finished unit's record (settings, row, plan) is also
+kept in the ledger ``units/method_compare/`` beside the result file and committed with it,
+so a fresh checkout finds every finished unit; a level with no unit in either keeps its rows
+from the result file the report replaces, when that was made with the same settings
+(``settings.carried`` says which). Top-1 is recorded after every QAT epoch; the settings say
 whether the ranking of the methods by mean changed between the last two epochs.
 
     nohup nice -n 10 python benchmarks/method_compare.py --seeds 0 1 2 --qat-epochs 3 \
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _carried import carried_rows, previous_result
 from _common import RESULTS_DIR, add_run_options, resnet20_qat_config, start_run, top1
 from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
@@ -40,14 +45,13 @@ from _planners import EQ_BITS, HESSIAN_METHODS, METHODS, make_plan, method_recip
 from _planners import sensitivity_table as hessian_table
 from _seeds import (
     BenchmarkSettingsError,
-    UnitStore,
     WallBudget,
     aggregate,
     check_seeded_run,
     ranking_change,
     run_units,
-    settings_key,
 )
+from _unit_store import UnitStore, settings_key
 from torch import nn
 
 import mixq
@@ -60,6 +64,9 @@ from mixq.summary import fp32_weight_kib
 from mixq.train import train
 
 NAME = "method_compare"
+# A result file's rows may be carried into the next report only when these agree.
+AGREED_SETTINGS = ("model", "act_bits", "first_last", "seeds", "qat", "batch", "train_images")
+AGREED_SETTINGS += ("test_images", "calibration_images", "hessian", "dfq_steps", "fp32_top1")
 MEAN_FIELDS = ("eq_bits", "top1_ptq", "top1_per_epoch", "fpga_images_per_s", "weight_kib")
 
 
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     base = load_pretrained_cifar_resnet(resnet20(), weights).eval()
     test_loader = cifar10_loader(cifar, "test", 500, limit=args.test_images)
     shapes = layer_shapes(base, torch.zeros(1, 3, 32, 32))
-    store = UnitStore(args.work_dir)
+    store = UnitStore(args.work_dir, ledger=ledger_dir(args), kept_files=("plan.json",))
     pending = [(m, b, s) for b in args.eq_bits for m in args.methods for s in args.seeds]
     unstarted = 0
     if args.report_only:
@@ -182,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{method}-w{eq_bits}-s{seed}"
         row = store.load(label, settings)
         if row is not None and args.refresh_hardware:
-            unit_dir = store.unit_dir(label, settings)
-            row = {**row, **refreshed_hardware(args, base, shapes, unit_dir, method, eq_bits)}
+            plan_text = store.kept_file(label, settings, "plan.json")
+            row = {**row, **refreshed_hardware(args, base, shapes, plan_text, method, eq_bits)}
         if row is None:
             unit_dir = store.unit_dir(label, settings)
             row = run_unit(
@@ -212,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:
         row["act_bits"] = args.act_bits
-    settings = result_settings(args, rows, fp32, stopped, time.perf_counter() - wall)
+    previous = previous_result(args.output / f"{args.name}.json")
+    agreed = {k: v for k, v in result_settings(args, [], fp32).items() if k in AGREED_SETTINGS}
+    carried, carry_note = carried_rows(previous, {r["eq_bits_target"] for r in rows}, agreed)
+    rows += carried
+    settings = result_settings(args, rows, fp32, carry_note, stopped, time.perf_counter() - wall)
     args.output.mkdir(parents=True, exist_ok=True)
     path = write_json(args.name, settings, [fp32, *rows], args.output)
     if rows:
@@ -318,19 +329,23 @@ def run_unit(
     }
 
 
+def ledger_dir(args: argparse.Namespace) -> Path:
+    """Where each finished unit's record is kept beside the result (committed with it)."""
+    return args.output / "units" / args.name
+
+
 def refreshed_hardware(
     args: argparse.Namespace,
     base: nn.Module,
     shapes: dict,
-    unit_dir: Path,
+    plan_text: str | None,
     method: str,
     eq_bits: int,
 ) -> dict[str, Any]:
     """A finished unit's FPGA figures under the current cost model. They depend only on
     each layer's scheme counts and bits, which the recipe and the unit's stored plan fix,
     so the model is rebuilt without calibration (its weights do not enter the figures)."""
-    plan_path = unit_dir / "plan.json"
-    plan = Plan.load(plan_path) if plan_path.is_file() else None
+    plan = None if plan_text is None else Plan.from_dict(json.loads(plan_text))
     recipe = method_recipe(method, eq_bits, args.act_bits)
     model = mixq.quantize(base, recipe, plan=plan, progress=False)
     return hardware_figures(model, shapes, args.act_bits)
@@ -357,10 +372,17 @@ def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str,
 
 
 def result_settings(
-    args: argparse.Namespace, rows: list[dict], fp32: dict, stopped: bool, wall_s: float
+    args: argparse.Namespace,
+    rows: list[dict],
+    fp32: dict,
+    carried: dict | None = None,
+    stopped: bool = False,
+    wall_s: float = 0.0,
 ) -> dict[str, Any]:
+    """The settings block; ``carried`` is the note of rows kept from the replaced file."""
+    levels = sorted({*args.eq_bits, *(carried or {}).get("levels", [])})
     convergence = {}
-    for eq_bits in args.eq_bits:
+    for eq_bits in levels:
         series = {
             r["method"]: r["top1_per_epoch"]
             for r in rows
@@ -377,7 +399,7 @@ def result_settings(
         "model": "resnet20, pretrained (no adaptation to the JPEG images)",
         "act_bits": args.act_bits,
         "first_last": "fixed-8 with 8-bit inputs",
-        "eq_bits_levels": args.eq_bits,
+        "eq_bits_levels": levels,
         "size_target": "planned methods: weight bits of rmsmp at the level; dfq-fixed-size: "
         "those of fixed-b",
         "seeds": args.seeds,
@@ -410,6 +432,9 @@ def result_settings(
         else "as each unit computed them when it finished",
         "weight_kib": "every quantised weight at its row's bits (no scales, biases, BN)",
         "fp32_top1": fp32["top1"],
+        "units": "one record per finished unit (settings, row, plan) in units/<name>/ beside "
+        "this file",
+        "carried": carried,
         "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

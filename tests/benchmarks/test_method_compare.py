@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import method_compare
 from _seeds import (
     BenchmarkSettingsError,
-    UnitStore,
     WallBudget,
     aggregate,
     mean_se,
@@ -24,6 +23,7 @@ from _seeds import (
     ranking_change,
     run_units,
 )
+from _unit_store import UnitStore
 
 
 def test_mean_and_standard_error_of_known_numbers() -> None:

@@ -1,0 +1,130 @@
+"""The unit ledger (finished units found again on a fresh checkout), rows carried from a
+replaced result file, and the benchmark helpers' docstring examples."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import _carried
+import _seeds
+import _unit_store
+import method_compare
+from _carried import carried_rows, previous_result
+from _unit_store import UnitStore
+
+SETTINGS = {"method": "msp", "eq_bits": 4, "seed": 0}
+
+
+@pytest.mark.parametrize("module", [_seeds, _unit_store, _carried])
+def test_benchmark_helper_examples_run(module: object) -> None:
+    failures, tried = doctest.testmod(module, verbose=False)  # type: ignore[arg-type]
+    assert tried > 0 and failures == 0
+
+
+def _store(tmp_path: Path, work: str = "runs") -> UnitStore:
+    return UnitStore(tmp_path / work, ledger=tmp_path / "ledger", kept_files=("plan.json",))
+
+
+def test_a_saved_unit_and_its_plan_survive_the_loss_of_the_work_dir(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    folder = store.unit_dir("msp-w4-s0", SETTINGS)
+    folder.mkdir(parents=True)
+    (folder / "plan.json").write_text('{"layers": {"conv": 1}}')
+    (folder / "train.pt").write_text("a checkpoint, not kept")
+    store.save("msp-w4-s0", SETTINGS, {"top1": 0.8123})
+    fresh = _store(tmp_path, "fresh-checkout")
+    assert fresh.load("msp-w4-s0", SETTINGS) == {"top1": 0.8123}
+    assert fresh.kept_file("msp-w4-s0", SETTINGS, "plan.json") == '{"layers": {"conv": 1}}'
+    assert fresh.kept_file("msp-w4-s0", SETTINGS, "train.pt") is None
+    record = json.loads(next((tmp_path / "ledger").iterdir()).read_text())
+    assert set(record["files"]) == {"plan.json"} and record["settings"]["seed"] == 0
+
+
+def test_a_unit_finished_before_the_ledger_is_copied_there_when_loaded(tmp_path: Path) -> None:
+    UnitStore(tmp_path / "runs").save("fixed-w4-s1", SETTINGS, {"top1": 0.8209})
+    assert not (tmp_path / "ledger").exists()
+    assert _store(tmp_path).load("fixed-w4-s1", SETTINGS) == {"top1": 0.8209}
+    assert _store(tmp_path, "elsewhere").load("fixed-w4-s1", SETTINGS) == {"top1": 0.8209}
+
+
+def test_the_ledger_answers_only_for_equal_settings_and_whole_records(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.save("msp-w4-s0", SETTINGS, {"top1": 0.81})
+    fresh = _store(tmp_path, "fresh")
+    assert fresh.load("msp-w4-s0", {**SETTINGS, "seed": 1}) is None
+    ledger_file = store.ledger_path("msp-w4-s0", SETTINGS)
+    assert ledger_file is not None
+    ledger_file.write_text('{"settings": {"method": "msp"')  # cut mid-write
+    assert fresh.load("msp-w4-s0", SETTINGS) is None
+
+
+def test_a_ledger_record_is_never_overwritten(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.save("msp-w4-s0", SETTINGS, {"top1": 0.81})
+    redone = _store(tmp_path, "other")
+    redone.save("msp-w4-s0", SETTINGS, {"top1": 0.99})
+    assert _store(tmp_path, "third").load("msp-w4-s0", SETTINGS) == {"top1": 0.81}
+
+
+def _previous(tmp_path: Path, settings: dict) -> Path:
+    rows = [
+        {"method": "fp32", "top1": 0.81},
+        {"method": "fixed3", "eq_bits_target": 3, "top1_mean": 0.818},
+        {"method": "fixed4", "eq_bits_target": 4, "top1_mean": 0.824},
+    ]
+    result = {"created": "2026-12-02T05:00:00Z", "settings": settings, "rows": rows}
+    path = tmp_path / "method_compare.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_rows_of_a_level_without_units_are_carried_when_settings_agree(tmp_path: Path) -> None:
+    path = _previous(tmp_path, {"qat": {"epochs": 3}, "seeds": [0, 1, 2]})
+    rows, note = carried_rows(previous_result(path), {4}, {"qat": {"epochs": 3}})
+    assert [r["method"] for r in rows] == ["fixed3"]  # W4 has units now; fp32 is recomputed
+    assert rows[0]["carried_from"] == "2026-12-02T05:00:00Z" and note["levels"] == [3]
+    rows, note = carried_rows(previous_result(path), {3, 4}, {"qat": {"epochs": 3}})
+    assert rows == [] and note["levels"] == []
+
+
+def test_nothing_is_carried_from_a_file_made_with_other_settings(tmp_path: Path) -> None:
+    path = _previous(tmp_path, {"qat": {"epochs": 3}, "seeds": [0, 1, 2]})
+    rows, note = carried_rows(previous_result(path), {4}, {"qat": {"epochs": 5}})
+    assert rows == [] and "qat" in note["why"]
+    assert carried_rows(previous_result(tmp_path / "absent.json"), {4}, {})[0] == []
+    (tmp_path / "bad.json").write_text("{not json")
+    assert previous_result(tmp_path / "bad.json") is None
+
+
+def test_the_settings_block_covers_a_carried_level_and_its_convergence() -> None:
+    args = method_compare.parse_args(["--seeds", "0", "1", "2", "--eq-bits", "4"])
+
+    def row(method: str, level: int, series: list[float], se: float) -> dict:
+        return {
+            "method": method,
+            "eq_bits_target": level,
+            "seeds": [0, 1, 2],
+            "top1_per_epoch": series,
+            "top1_se": se,
+            "top1_mean": series[-1],
+            "fpga_images_per_s": {"xc7z020": 100.0, "xc7z045": 400.0},
+            "weight_kib": 100.0,
+        }
+
+    rows = [row("fixed3", 3, [0.80, 0.82], 0.001), row("sp2-3", 3, [0.81, 0.79], 0.001)]
+    rows += [row("fixed4", 4, [0.81, 0.83], 0.001), row("msp", 4, [0.80, 0.82], 0.001)]
+    carried = {"levels": [3], "from": "2026-12-02T05:00:00Z", "why": "test"}
+    settings = method_compare.result_settings(args, rows, {"top1": 0.81}, carried)
+    assert settings["eq_bits_levels"] == [3, 4]
+    assert settings["convergence"]["w3"]["resolved_flipped"] == [["fixed3", "sp2-3"]]
+    assert settings["convergence"]["w4"]["resolved_flipped"] == []
+    assert settings["carried"] == carried
+    agreed = set(method_compare.AGREED_SETTINGS)
+    assert agreed <= set(settings) and "created" not in agreed
