@@ -105,6 +105,16 @@ def test_report_round_trip(tmp_path: Path) -> None:
     assert again == report and again.design.fits_on_chip == report.design.fits_on_chip
 
 
+def test_a_report_with_an_unknown_packing_rule_is_refused(tmp_path: Path) -> None:
+    report = FpgaCostModel("xc7z020").cost(SHAPES, uniform_plan(SHAPES, "fixed-4"))
+    report.save(tmp_path / "fpga.json")
+    text = (tmp_path / "fpga.json").read_text()
+    assert '"dsp_packing": "per-layer"' in text
+    (tmp_path / "bad.json").write_text(text.replace('"per-layer"', '"dense"'))
+    with pytest.raises(HardwareCostError, match="dsp_packing must be one of .* got 'dense'"):
+        CostReport.load(tmp_path / "bad.json")
+
+
 def test_errors() -> None:
     with pytest.raises(HardwareCostError, match="lut_share must lie in"):
         AcceleratorConfig(lut_share=1.5)

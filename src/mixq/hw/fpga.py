@@ -34,13 +34,14 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import get_args
 
 from mixq.errors import HardwareCostError
 from mixq.hw.cost import compute_layer_cost, unplanned
 from mixq.hw.device import Device, load_device
 from mixq.hw.packed_mac import PackedMac
 from mixq.hw.packing import dsp_packing
-from mixq.hw.report import CostReport, FpgaDesign, LayerCost, Resources
+from mixq.hw.report import CostReport, DspPackingRule, FpgaDesign, LayerCost, Resources
 from mixq.hw.synthesis import CellCounts, UnitCostTable, load_unit_costs
 from mixq.hw.units import MacUnit
 from mixq.hw.workload import LayerWork, layer_work
@@ -50,7 +51,7 @@ from mixq.schemes import Candidate, Scheme
 BRAM36_BITS = 36 * 1024
 DSP_FABRIC_FAMILY = "xc7"  # see FpgaCostModel.dsp_overhead
 _FABRIC = ("luts", "ffs", "carry")  # what the LUT array is built from
-DSP_PACKINGS = ("per-layer", "widest")  # AcceleratorConfig.dsp_packing
+DSP_PACKINGS: tuple[DspPackingRule, ...] = get_args(DspPackingRule)
 # Measured (Yosys 0.23, xc7; hardware/rtl/dual_mode_mac.v): the mode select costs one
 # LUT3 per accumulator bit that the single mode reads above the packed low field.
 MODE_SELECT_LUTS_PER_BIT = 1
@@ -74,7 +75,7 @@ class AcceleratorConfig:
     # Which activation bits a DSP row's packing is chosen for: its own layer's
     # ("per-layer") or the widest any DSP row of the design meets ("widest", the model
     # before per-layer packing).
-    dsp_packing: str = "per-layer"
+    dsp_packing: DspPackingRule = "per-layer"
 
     def __post_init__(self) -> None:
         if self.dsp_packing not in DSP_PACKINGS:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mixq.errors import HardwareCostError
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
-from mixq.hw.rtl_sim import _run, require_icarus, run_testbench, yosys_cells_library
+from mixq.hw.rtl_sim import require_icarus, run_testbench, run_tool, yosys_cells_library
 from mixq.hw.synthesis import CellCounts, parse_yosys_stat
 from mixq.hw.units import ACC_GUARD_BITS
 
@@ -233,7 +233,7 @@ def synthesise_module(
     params = " ".join(f"-set {n} {v}" for n, v in parameters.items())
     target = out or source.parent / "stat.txt"
     write = f"write_verilog -noattr {target}" if out else f"tee -q -o {target} stat"
-    _run(
+    run_tool(
         [
             "yosys",
             "-q",

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mixq.errors import HardwareCostError
 from mixq.io import atomic_write_text
@@ -18,6 +18,9 @@ from mixq.jsonfile import read_json
 
 REPORT_VERSION = 1
 BITS_PER_KIB = 8 * 1024
+
+# Which activation bits a DSP row's packing is chosen for (AcceleratorConfig.dsp_packing).
+DspPackingRule = Literal["per-layer", "widest"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class FpgaDesign:
     # DSP candidate -> a layer's activation bits -> MACs/cycle of the whole array there
     # (empty: dsp_macs_per_cycle at every width, as a design saved before it was added)
     dsp_macs_by_act: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
-    dsp_packing: str = "widest"  # AcceleratorConfig.dsp_packing the design was built with
+    dsp_packing: DspPackingRule = "widest"  # the AcceleratorConfig rule it was built with
 
     def dsp_rate(self, candidate: str, act_bits: int) -> int:
         """MACs per cycle of the DSP array on ``candidate`` rows of a layer whose inputs
@@ -147,6 +150,11 @@ class FpgaDesign:
             c: {int(a): r for a, r in rates.items()}
             for c, rates in values.get("dsp_macs_by_act", {}).items()
         }
+        packing = values.get("dsp_packing", "widest")
+        if packing not in get_args(DspPackingRule):
+            raise HardwareCostError(
+                f"design's dsp_packing must be one of {get_args(DspPackingRule)}, got {packing!r}"
+            )
         return cls(**values)
 
 

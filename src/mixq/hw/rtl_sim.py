@@ -176,7 +176,7 @@ def synthesise_netlist(unit: MacUnit, rtl_dir: Path, out: Path) -> Path:
         f"synth_xilinx -family xc7 -top {unit.module} -noiopad; "
         f"write_verilog -noattr {out}"
     )
-    _run(["yosys", "-q", "-p", script])
+    run_tool(["yosys", "-q", "-p", script])
     return out
 
 
@@ -226,12 +226,14 @@ def require_icarus() -> None:
 def run_testbench(bench: Path, sources: Sequence[Path], workdir: Path) -> list[int]:
     """Compile ``bench`` with ``sources`` in ``workdir``, run it; the integers it printed."""
     binary = workdir / "sim.vvp"
-    _run(["iverilog", "-g2012", "-o", str(binary), str(bench), *map(str, sources)])
-    printed = _run(["vvp", "-n", str(binary)]).split()
+    run_tool(["iverilog", "-g2012", "-o", str(binary), str(bench), *map(str, sources)])
+    printed = run_tool(["vvp", "-n", str(binary)]).split()
     return [int(x) for x in printed if x.lstrip("-").isdigit()]
 
 
-def _run(command: list[str]) -> str:
+def run_tool(command: list[str]) -> str:
+    """Run an EDA tool (Yosys, Icarus); its standard output, or the tool's own error text
+    in a ``HardwareCostError``."""
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise HardwareCostError(f"{command[0]} failed:\n{done.stderr or done.stdout}")
