@@ -56,6 +56,7 @@ def carried_rows(
         "levels": levels,
         "from": created,
         "why": "no finished unit of these levels in this checkout's store or ledger; rows "
-        "kept from the file this one replaced, made with the same settings",
+        "kept from the file this one replaced, made with the same settings; their FPGA "
+        "figures are as that file had them",
     }
     return rows, note
