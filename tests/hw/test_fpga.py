@@ -111,7 +111,7 @@ def test_a_report_with_an_unknown_packing_rule_is_refused(tmp_path: Path) -> Non
     text = (tmp_path / "fpga.json").read_text()
     assert '"dsp_packing": "per-layer"' in text
     (tmp_path / "bad.json").write_text(text.replace('"per-layer"', '"dense"'))
-    with pytest.raises(HardwareCostError, match="dsp_packing must be one of .* got 'dense'"):
+    with pytest.raises(HardwareCostError, match=r"dsp_packing must be one of .* got 'dense'"):
         CostReport.load(tmp_path / "bad.json")
 
 

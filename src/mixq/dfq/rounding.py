@@ -11,13 +11,16 @@ import numpy as np
 
 from mixq.errors import AllocationError, InfeasibleBudgetError
 
-_RELATIVE_SLACK = 1e-12
+# Budgets are often float sums of integer costs (255.99999999999997 for 256): a cost
+# within this relative margin of the budget meets it.
+RELATIVE_SLACK = 1e-12
 
 
 def round_bits(
     bits: np.ndarray, costs: np.ndarray, budget: float, *, min_bits: int, max_bits: int
 ) -> np.ndarray:
-    """Integer bits ``r`` with ``costs @ r <= budget`` and ``min_bits <= r <= ceil(bits)``.
+    """Integer bits ``r`` with ``costs @ r <= budget`` (to ``RELATIVE_SLACK``) and
+    ``min_bits <= r <= ceil(bits)``.
 
     ``costs[u]`` is what one bit of unit ``u`` costs (its weights for size, its MACs times
     activation bits for BOPs).
@@ -34,7 +37,7 @@ def round_bits(
     if not (np.all(np.isfinite(bits)) and np.all(np.isfinite(costs)) and np.all(costs >= 0)):
         raise AllocationError("bits and costs must be finite, costs >= 0")
     smallest = float(costs.sum() * min_bits)
-    if smallest > budget * (1 + _RELATIVE_SLACK):
+    if smallest > budget * (1 + RELATIVE_SLACK):
         raise InfeasibleBudgetError(
             f"budget {budget:.6g} is below {smallest:.6g}, the cost of every unit at "
             f"{min_bits} bits",
@@ -42,7 +45,7 @@ def round_bits(
         )
     wanted = np.clip(bits, min_bits, max_bits)
     rounded = np.floor(wanted).astype(np.int64)
-    limit = budget * (1 + _RELATIVE_SLACK)
+    limit = budget * (1 + RELATIVE_SLACK)
     spend = float(costs @ rounded)
     least_wanted_first = np.argsort(wanted, kind="stable")
     while spend > limit:
