@@ -41,7 +41,7 @@ from _common import RESULTS_DIR, add_run_options, resnet20_qat_config, start_run
 from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
 from _pareto_plot import front_members, pareto_figure
-from _planners import EQ_BITS, HESSIAN_METHODS, METHODS, make_plan, method_recipe
+from _planners import EQ_BITS, HESSIAN_METHODS, METHODS, PLANNED_METHODS, make_plan, method_recipe
 from _planners import sensitivity_table as hessian_table
 from _seeds import (
     BenchmarkSettingsError,
@@ -345,6 +345,12 @@ def refreshed_hardware(
     """A finished unit's FPGA figures under the current cost model. They depend only on
     each layer's scheme counts and bits, which the recipe and the unit's stored plan fix,
     so the model is rebuilt without calibration (its weights do not enter the figures)."""
+    if plan_text is None and method in PLANNED_METHODS:
+        # Without its plan the recipe alone would give the uniform ratio's figures.
+        raise BenchmarkSettingsError(
+            f"no stored plan for the finished {method} unit at W{eq_bits}: its FPGA figures "
+            "cannot be recomputed (run without --refresh-hardware)"
+        )
     plan = None if plan_text is None else Plan.from_dict(json.loads(plan_text))
     recipe = method_recipe(method, eq_bits, args.act_bits)
     model = mixq.quantize(base, recipe, plan=plan, progress=False)

@@ -128,3 +128,9 @@ def test_the_settings_block_covers_a_carried_level_and_its_convergence() -> None
     assert settings["carried"] == carried
     agreed = set(method_compare.AGREED_SETTINGS)
     assert agreed <= set(settings) and "created" not in agreed
+
+
+def test_a_planned_unit_without_its_plan_is_not_refreshed_as_a_uniform_one() -> None:
+    args = method_compare.parse_args(["--seeds", "0", "1", "2"])
+    with pytest.raises(method_compare.BenchmarkSettingsError, match="no stored plan"):
+        method_compare.refreshed_hardware(args, None, {}, None, "hawq-v3-ilp", 3)  # type: ignore[arg-type]
