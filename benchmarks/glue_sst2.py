@@ -6,7 +6,8 @@ Every nn.Linear of the encoder takes the method's ratio with 8-bit inputs; the h
 Fixed-8; embeddings and LayerNorm stay float. The seed sets the float fine-tuning (head
 initialisation, order), the calibration subset's order, and the QAT order. Each float
 model (per seed) and each (method, eq_bits, seed) is a resumable unit under ``--work-dir``
-(as in ``method_compare``, with the committed ledger ``units/glue_sst2/``);
+(as in ``method_compare``, with the committed ledger ``units/glue_sst2/``, and rows with
+no unit here carried from the replaced or a ``--carry-from`` file);
 ``--budget-minutes`` ends a chunk after the current unit. A float model retrained on a
 fresh checkout must reach the dev accuracy its ledger record holds (CPU training here is
 deterministic), else the run stops: its finished units were distilled from that model.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _carried import carried_rows, previous_result
 from _common import RESULTS_DIR, add_run_options, start_run
 from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
@@ -53,7 +55,11 @@ NAME = "glue_sst2"
 HEAD = "classifier"
 MEAN_FIELDS = ("eq_bits", "accuracy_ptq", "accuracy_per_epoch", "fpga_images_per_s", "weight_kib")
 _NOT_IN_KEY = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-_NOT_IN_KEY |= {"threads", "name", "data_root", "report_only"}
+_NOT_IN_KEY |= {"threads", "name", "data_root", "report_only", "carry_from"}
+# A result file's rows may be carried into the next report only when these agree.
+AGREED_SETTINGS = ("model", "act_bits", "quantised", "seeds", "train_sentences")
+AGREED_SETTINGS += ("qat_sentences", "dev_sentences", "calibration_sentences", "float", "qat")
+AGREED_SETTINGS += ("max_length",)
 _QUANT_ONLY = {"qat_sentences", "calib_sentences", "qat_epochs", "qat_lr"}
 
 
@@ -79,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report-only",
         action="store_true",
         help="write the result from the finished units alone; start no unit",
+    )
+    parser.add_argument(
+        "--carry-from",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="earlier result files (a chunk run on another checkout) whose rows fill the "
+        "(method, level) pairs that have no finished unit here, after the replaced file",
     )
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
@@ -200,7 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     for row in q_rows:
         row["act_bits"] = 8
     rows += q_rows
-    settings = result_settings(args, q_rows, stopped, time.perf_counter() - wall)
+    previous = [previous_result(p) for p in (args.output / f"{args.name}.json", *args.carry_from)]
+    agreed = {
+        k: v for k, v in result_settings(args, [], False, 0.0).items() if k in AGREED_SETTINGS
+    }
+    carried, carry_note = carried_rows(
+        previous, {(r["method"], r["eq_bits_target"]) for r in rows}, agreed
+    )
+    rows = sorted(rows + carried, key=lambda r: -r["eq_bits_target"])
+    q_rows = [r for r in rows if r["method"] != "fp32"]
+    settings = result_settings(args, q_rows, stopped, time.perf_counter() - wall, carry_note)
     args.output.mkdir(parents=True, exist_ok=True)
     path = write_json(args.name, settings, rows, args.output)
     plotted = [r for r in q_rows if r.get("fpga_images_per_s")]
@@ -375,10 +398,16 @@ def method_name(method: str, eq_bits: int) -> str:
 
 
 def result_settings(
-    args: argparse.Namespace, rows: list[dict], stopped: bool, wall_s: float
+    args: argparse.Namespace,
+    rows: list[dict],
+    stopped: bool,
+    wall_s: float,
+    carried: dict | None = None,
 ) -> dict[str, Any]:
+    """The settings block; ``carried`` is the note of rows kept from earlier files."""
+    levels = sorted({*args.eq_bits, *(carried or {}).get("levels", [])} - {32}, reverse=True)
     convergence = {}
-    for eq_bits in args.eq_bits:
+    for eq_bits in levels:
         series = {
             r["method"]: r["accuracy_per_epoch"]
             for r in rows
@@ -406,6 +435,9 @@ def result_settings(
         "convergence_check": "dev accuracy after every QAT epoch; 'changed': the ranking "
         "of methods by mean differs between the last two epochs",
         "convergence": convergence,
+        "eq_bits_levels": levels,
+        "units": "one record per finished unit (settings, row) in units/<name>/ beside this file",
+        "carried": carried,
         "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

@@ -15,10 +15,11 @@ settings: finished units are reused, an interrupted one resumes from its trainer
 checkpoint, and ``--budget-minutes`` ends a chunk cleanly after the current unit (rerun
 the same command to continue). Each finished unit's record (settings, row, plan) is also
 kept in the ledger ``units/method_compare/`` beside the result file and committed with it,
-so a fresh checkout finds every finished unit; a level with no unit in either keeps its rows
-from the result file the report replaces, when that was made with the same settings
-(``settings.carried`` says which). Top-1 is recorded after every QAT epoch; the settings say
-whether the ranking of the methods by mean changed between the last two epochs.
+so a fresh checkout finds every finished unit; a row (method and level) with no unit in either
+is kept from the result file the report replaces, or from an earlier one (``--carry-from``),
+when that was made with the same settings (``settings.carried`` says which). Top-1 is
+recorded after every QAT epoch; the settings say whether the ranking of the methods by mean
+changed between the last two epochs.
 
     nohup nice -n 10 python benchmarks/method_compare.py --seeds 0 1 2 --qat-epochs 3 \
         --budget-minutes 100 > method_compare.log 2>&1 &
@@ -83,6 +84,19 @@ def row_name(method: str, eq_bits: int) -> str:
     return method
 
 
+def row_order(row: dict[str, Any]) -> tuple[int, int]:
+    """Rows by level (4 before 3, as the units run), then in the order of ``METHODS``.
+
+    >>> sorted([{"method": "msp", "eq_bits_target": 4}, {"method": "fixed3", "eq_bits_target": 3},
+    ...         {"method": "fixed4", "eq_bits_target": 4}], key=row_order)[0]["method"]
+    'fixed4'
+    """
+    level = row["eq_bits_target"]
+    names = [row_name(m, level) for m in METHODS]
+    place = names.index(row["method"]) if row["method"] in names else len(names)
+    return -level, place
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -122,6 +136,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="recompute finished units' modelled FPGA figures with the current cost model "
         "(from each unit's recipe and stored plan; accuracy is not touched)",
     )
+    parser.add_argument(
+        "--carry-from",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="earlier result files (a chunk run on another checkout) whose rows fill the "
+        "(method, level) pairs that have no finished unit here, after the replaced file",
+    )
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
     check_args(args)
@@ -142,7 +164,7 @@ def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int
     """Everything one unit's result depends on (its key): not the output, budget, threads,
     nor the Hessian or DFQ settings of a method that does not use them."""
     unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-    unused |= {"threads", "name", "data_root", "refresh_hardware", "report_only"}
+    unused |= {"threads", "name", "data_root", "refresh_hardware", "report_only", "carry_from"}
     if method not in HESSIAN_METHODS:
         unused |= {"hessian_probes", "hessian_batch", "hessian"}
     elif args.hessian == "hutchinson":
@@ -219,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:
         row["act_bits"] = args.act_bits
-    previous = previous_result(args.output / f"{args.name}.json")
+    previous = [previous_result(p) for p in (args.output / f"{args.name}.json", *args.carry_from)]
     agreed = {k: v for k, v in result_settings(args, [], fp32).items() if k in AGREED_SETTINGS}
-    carried, carry_note = carried_rows(previous, {r["eq_bits_target"] for r in rows}, agreed)
-    rows += carried
+    reported = {(r["method"], r["eq_bits_target"]) for r in rows}
+    carried, carry_note = carried_rows(previous, reported, agreed)
+    rows = sorted(rows + carried, key=row_order)
     settings = result_settings(args, rows, fp32, carry_note, stopped, time.perf_counter() - wall)
     args.output.mkdir(parents=True, exist_ok=True)
     path = write_json(args.name, settings, [fp32, *rows], args.output)

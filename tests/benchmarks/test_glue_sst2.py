@@ -95,3 +95,26 @@ def test_glue_key_and_seed_checks() -> None:
     with pytest.raises(BenchmarkSettingsError, match="3 seeds"):
         glue_sst2.parse_args(["--seeds", "0"])
     assert str(glue_sst2.method_recipe("rmsmp", 3).default.ratio).startswith("sp2-3:0.6")
+    carrying = glue_sst2.parse_args(["--seeds", "0", "1", "2", "--carry-from", "w4.json"])
+    assert glue_sst2.unit_settings(carrying, "msp", 3, 0) == key
+
+
+def test_glue_settings_cover_carried_levels_but_not_the_float_rows() -> None:
+    args = glue_sst2.parse_args(["--seeds", "0", "1", "2", "--eq-bits", "3"])
+
+    def row(method: str, level: int, series: list[float]) -> dict:
+        return {
+            "method": method,
+            "eq_bits_target": level,
+            "seeds": [0, 1, 2],
+            "accuracy_per_epoch": series,
+            "accuracy_se": 0.001,
+        }
+
+    rows = [row("fixed4", 4, [0.86, 0.87]), row("rmsmp", 4, [0.87, 0.86])]
+    carried = {"rows": ["fp32@w32", "fixed4@w4", "rmsmp@w4"], "levels": [4, 32]}
+    settings = glue_sst2.result_settings(args, rows, False, 0.0, carried)
+    assert settings["eq_bits_levels"] == [4, 3]
+    assert settings["convergence"]["w4"]["resolved_flipped"] == [["fixed4", "rmsmp"]]
+    assert settings["carried"] == carried
+    assert set(glue_sst2.AGREED_SETTINGS) <= set(settings)

@@ -22,7 +22,7 @@ from _unit_store import UnitStore
 SETTINGS = {"method": "msp", "eq_bits": 4, "seed": 0}
 
 
-@pytest.mark.parametrize("module", [_seeds, _unit_store, _carried])
+@pytest.mark.parametrize("module", [_seeds, _unit_store, _carried, method_compare])
 def test_benchmark_helper_examples_run(module: object) -> None:
     failures, tried = doctest.testmod(module, verbose=False)  # type: ignore[arg-type]
     assert tried > 0 and failures == 0
@@ -73,34 +73,61 @@ def test_a_ledger_record_is_never_overwritten(tmp_path: Path) -> None:
     assert _store(tmp_path, "third").load("msp-w4-s0", SETTINGS) == {"top1": 0.81}
 
 
-def _previous(tmp_path: Path, settings: dict) -> Path:
+def _previous(tmp_path: Path, settings: dict, name: str = "method_compare.json") -> Path:
     rows = [
         {"method": "fp32", "top1": 0.81},
         {"method": "fixed3", "eq_bits_target": 3, "top1_mean": 0.818},
         {"method": "fixed4", "eq_bits_target": 4, "top1_mean": 0.824},
     ]
     result = {"created": "2026-12-02T05:00:00Z", "settings": settings, "rows": rows}
-    path = tmp_path / "method_compare.json"
+    path = tmp_path / name
     path.write_text(json.dumps(result))
     return path
 
 
-def test_rows_of_a_level_without_units_are_carried_when_settings_agree(tmp_path: Path) -> None:
+def test_rows_without_units_are_carried_when_settings_agree(tmp_path: Path) -> None:
     path = _previous(tmp_path, {"qat": {"epochs": 3}, "seeds": [0, 1, 2]})
-    rows, note = carried_rows(previous_result(path), {4}, {"qat": {"epochs": 3}})
-    assert [r["method"] for r in rows] == ["fixed3"]  # W4 has units now; fp32 is recomputed
-    assert rows[0]["carried_from"] == "2026-12-02T05:00:00Z" and note["levels"] == [3]
-    rows, note = carried_rows(previous_result(path), {3, 4}, {"qat": {"epochs": 3}})
-    assert rows == [] and note["levels"] == []
+    rows, note = carried_rows([previous_result(path)], {("fixed4", 4)}, {"qat": {"epochs": 3}})
+    assert [r["method"] for r in rows] == ["fixed3"]  # fixed4 has units now; fp32 is recomputed
+    assert rows[0]["carried_from"] == "2026-12-02T05:00:00Z"
+    assert note["levels"] == [3] and note["rows"] == ["fixed3@w3"]
+    # A row is keyed by method and level: another method at W4 leaves fixed4 carried.
+    rows, note = carried_rows([previous_result(path)], {("msp", 4)}, {"qat": {"epochs": 3}})
+    assert note["rows"] == ["fixed3@w3", "fixed4@w4"] and note["levels"] == [3, 4]
+    reported = {("fixed3", 3), ("fixed4", 4)}
+    rows, note = carried_rows([previous_result(path)], reported, {"qat": {"epochs": 3}})
+    assert rows == [] and note["levels"] == [] and note["from"] == []
+
+
+def test_the_first_file_with_a_row_gives_it(tmp_path: Path) -> None:
+    replaced = json.loads(_previous(tmp_path, {"qat": {"epochs": 3}}).read_text())
+    replaced["rows"] = replaced["rows"][:2]  # fp32 and fixed3 only
+    other = {**replaced, "created": "2026-12-01T00:00:00Z"}
+    other["rows"] = [{"method": "fixed3", "eq_bits_target": 3, "top1_mean": 0.5}]
+    other["rows"] += [{"method": "sp2-4", "eq_bits_target": 4, "top1_mean": 0.825}]
+    rows, note = carried_rows([replaced, None, other], set(), {"qat": {"epochs": 3}})
+    assert [(r["method"], r["top1_mean"]) for r in rows] == [("fixed3", 0.818), ("sp2-4", 0.825)]
+    assert [r["carried_from"] for r in rows] == ["2026-12-02T05:00:00Z", "2026-12-01T00:00:00Z"]
+    assert note["from"] == ["2026-12-02T05:00:00Z", "2026-12-01T00:00:00Z"]
 
 
 def test_nothing_is_carried_from_a_file_made_with_other_settings(tmp_path: Path) -> None:
     path = _previous(tmp_path, {"qat": {"epochs": 3}, "seeds": [0, 1, 2]})
-    rows, note = carried_rows(previous_result(path), {4}, {"qat": {"epochs": 5}})
-    assert rows == [] and "qat" in note["why"]
-    assert carried_rows(previous_result(tmp_path / "absent.json"), {4}, {})[0] == []
+    rows, note = carried_rows([previous_result(path)], set(), {"qat": {"epochs": 5}})
+    assert rows == [] and "qat" in note["not_carried"][0]
+    assert carried_rows([previous_result(tmp_path / "absent.json")], set(), {})[0] == []
     (tmp_path / "bad.json").write_text("{not json")
     assert previous_result(tmp_path / "bad.json") is None
+
+
+def test_carry_from_does_not_change_a_units_key() -> None:
+    plain = method_compare.parse_args(["--seeds", "0", "1", "2"])
+    carrying = method_compare.parse_args(["--seeds", "0", "1", "2", "--carry-from", "a.json"])
+    assert carrying.carry_from == [Path("a.json")]
+    for method in ("fixed", "hawq-v3-ilp", "dfq"):
+        assert method_compare.unit_settings(plain, method, 4, 0) == (
+            method_compare.unit_settings(carrying, method, 4, 0)
+        )
 
 
 def test_the_settings_block_covers_a_carried_level_and_its_convergence() -> None:
