@@ -37,6 +37,30 @@ def mean_se(values: Sequence[float], digits: int = 6) -> tuple[float, float | No
     return round(mean, digits), round(math.sqrt(variance / n), digits)
 
 
+def add_chunk_options(parser: argparse.ArgumentParser, work_dir: Path, name: str) -> None:
+    """The options of a driver that runs in resumable chunks: its work dir, the chunk's
+    budget, the result's name, a report from finished units alone, and earlier result
+    files to carry rows from."""
+    parser.add_argument("--work-dir", type=Path, default=work_dir)
+    parser.add_argument(
+        "--budget-minutes", type=float, default=None, help="stop after the unit that passes it"
+    )
+    parser.add_argument("--name", default=name, help="result file name (smoke runs: another)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the result from the finished units alone; start no unit",
+    )
+    parser.add_argument(
+        "--carry-from",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="earlier result files (a chunk run on another checkout) whose rows fill the "
+        "(method, level) pairs that have no finished unit here, after the replaced file",
+    )
+
+
 class WallBudget:
     """Minutes of wall time for one chunk of work; ``None`` is no limit. Drivers ask
     :meth:`spent` between units, so a unit is never cut in the middle by the budget."""
@@ -62,6 +86,22 @@ def ranking(means: Mapping[str, float]) -> list[str]:
     ['b', 'a', 'c']
     """
     return sorted(means, key=lambda name: (-means[name], name))
+
+
+def convergence_by_level(
+    rows: Sequence[Mapping[str, Any]], levels: Sequence[int], seed_count: int, metric: str
+) -> dict[str, Any]:
+    """:func:`ranking_change` at each level (``"w4"``: ...) over the rows that have all
+    ``seed_count`` seeds, from their ``<metric>_per_epoch`` means and ``<metric>_se``."""
+    convergence = {}
+    for eq_bits in levels:
+        whole = [
+            r for r in rows if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == seed_count
+        ]
+        series = {r["method"]: r[f"{metric}_per_epoch"] for r in whole}
+        last_se = {r["method"]: r[f"{metric}_se"] for r in whole}
+        convergence[f"w{eq_bits}"] = ranking_change(series, last_se)
+    return convergence
 
 
 def ranking_change(

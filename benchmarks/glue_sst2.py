@@ -35,9 +35,10 @@ from _planners import EQ_BITS, RATIO_METHODS, method_ratio
 from _seeds import (
     BenchmarkSettingsError,
     WallBudget,
+    add_chunk_options,
     aggregate,
     check_seeded_run,
-    ranking_change,
+    convergence_by_level,
     run_units,
 )
 from _sst2 import SentenceClassifier, TokenBatches, accuracy, load_sst2
@@ -78,22 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=5e-5, help="float fine-tuning")
     parser.add_argument("--qat-lr", type=float, default=2e-5)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/glue_sst2"))
-    parser.add_argument("--budget-minutes", type=float, default=None)
-    parser.add_argument("--name", default=NAME)
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="write the result from the finished units alone; start no unit",
-    )
-    parser.add_argument(
-        "--carry-from",
-        nargs="+",
-        type=Path,
-        default=[],
-        help="earlier result files (a chunk run on another checkout) whose rows fill the "
-        "(method, level) pairs that have no finished unit here, after the replaced file",
-    )
+    add_chunk_options(parser, Path("runs/glue_sst2"), NAME)
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
     check_args(args)
@@ -236,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output / f"{args.name}.png",
             "MiniLM + linear head, SST-2 dev, A8",
         )
-    print(f"wrote {path}" + (" (partial: budget spent)" if stopped else ""))
+    print(f"wrote {path}" + (" (partial: units left)" if stopped else ""))
     return 0
 
 
@@ -406,19 +392,7 @@ def result_settings(
 ) -> dict[str, Any]:
     """The settings block; ``carried`` is the note of rows kept from earlier files."""
     levels = sorted({*args.eq_bits, *(carried or {}).get("levels", [])} - {32}, reverse=True)
-    convergence = {}
-    for eq_bits in levels:
-        series = {
-            r["method"]: r["accuracy_per_epoch"]
-            for r in rows
-            if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == len(args.seeds)
-        }
-        last_se = {
-            r["method"]: r["accuracy_se"]
-            for r in rows
-            if r["eq_bits_target"] == eq_bits and r["method"] in series
-        }
-        convergence[f"w{eq_bits}"] = ranking_change(series, last_se)
+    convergence = convergence_by_level(rows, levels, len(args.seeds), "accuracy")
     return {
         "model": "all-MiniLM-L6-v2, mean pooling, linear head (Fixed-8)",
         "act_bits": 8,

@@ -47,9 +47,10 @@ from _planners import sensitivity_table as hessian_table
 from _seeds import (
     BenchmarkSettingsError,
     WallBudget,
+    add_chunk_options,
     aggregate,
     check_seeded_run,
-    ranking_change,
+    convergence_by_level,
     run_units,
 )
 from _unit_store import UnitStore, settings_key
@@ -120,29 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--hessian-batch", type=int, default=128)
     parser.add_argument("--dfq-steps", type=int, default=200)
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/method_compare"))
-    parser.add_argument(
-        "--budget-minutes", type=float, default=None, help="stop after the unit that passes it"
-    )
-    parser.add_argument("--name", default=NAME, help="result file name (smoke runs: another)")
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="write the result from the finished units alone; start no unit",
-    )
+    add_chunk_options(parser, Path("runs/method_compare"), NAME)
     parser.add_argument(
         "--refresh-hardware",
         action="store_true",
         help="recompute finished units' modelled FPGA figures with the current cost model "
         "(from each unit's recipe and stored plan; accuracy is not touched)",
-    )
-    parser.add_argument(
-        "--carry-from",
-        nargs="+",
-        type=Path,
-        default=[],
-        help="earlier result files (a chunk run on another checkout) whose rows fill the "
-        "(method, level) pairs that have no finished unit here, after the replaced file",
     )
     add_run_options(parser, threads=1)
     args = parser.parse_args(argv)
@@ -256,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output / f"{args.name}.png",
             f"ResNet-20, CIFAR-10 JPEG, A{args.act_bits}",
         )
-    print(f"wrote {path}" + (" (partial: budget spent)" if stopped else ""))
+    print(f"wrote {path}" + (" (partial: units left)" if stopped else ""))
     return 0
 
 
@@ -410,19 +394,7 @@ def result_settings(
 ) -> dict[str, Any]:
     """The settings block; ``carried`` is the note of rows kept from the replaced file."""
     levels = sorted({*args.eq_bits, *(carried or {}).get("levels", [])})
-    convergence = {}
-    for eq_bits in levels:
-        series = {
-            r["method"]: r["top1_per_epoch"]
-            for r in rows
-            if r["eq_bits_target"] == eq_bits and len(r["seeds"]) == len(args.seeds)
-        }
-        last_se = {
-            r["method"]: r["top1_se"]
-            for r in rows
-            if r["eq_bits_target"] == eq_bits and r["method"] in series
-        }
-        convergence[f"w{eq_bits}"] = ranking_change(series, last_se)
+    convergence = convergence_by_level(rows, levels, len(args.seeds), "top1")
     fronts = front_members(rows, "top1") if rows else {}
     return {
         "model": "resnet20, pretrained (no adaptation to the JPEG images)",
