@@ -13,6 +13,7 @@ mode and length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,13 @@ import numpy as np
 from mixq.errors import HardwareCostError
 from mixq.hw.packed_mac import module_cells, synthesise_module
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
-from mixq.hw.rtl_sim import require_icarus, run_testbench, yosys_cells_library
+from mixq.hw.rtl_sim import (
+    VectorWords,
+    replay,
+    require_icarus,
+    running_sum,
+    yosys_cells_library,
+)
 from mixq.hw.synthesis import CellCounts
 from mixq.hw.units import ACC_GUARD_BITS, MacUnit
 from mixq.schemes import Candidate
@@ -142,13 +149,8 @@ def dual_stimulus(
 def expected_outputs(stim: DualStimulus) -> tuple[np.ndarray, np.ndarray]:
     """The high and low dot products after each clock edge (cleared to 0, else plus the
     products); in single mode the low one is the whole dot product."""
-    index = np.arange(stim.cycles)
-    last_clear = np.maximum.accumulate(np.where(stim.clear, index, -1))
-    sums = []
-    for weight in (stim.w_hi, stim.w_lo):
-        total = np.cumsum(np.where(stim.enable & ~stim.clear, stim.act * weight, 0))
-        sums.append(total - np.where(last_clear >= 0, total[np.maximum(last_clear, 0)], 0))
-    return sums[0], sums[1]
+    hi, lo = (running_sum(stim.clear, stim.enable, stim.act * w) for w in (stim.w_hi, stim.w_lo))
+    return hi, lo
 
 
 def testbench(unit: DualModeMac, vectors: Path, cycles: int) -> str:
@@ -212,23 +214,13 @@ def simulate_dual(
     workdir.mkdir(parents=True, exist_ok=True)
     stim = dual_stimulus(unit, random_cycles, longest=longest)
     k, a = unit.weight_bits, unit.single_act_bits
-    mask = (1 << k) - 1
-    words = (
-        (stim.clear.astype(np.int64) << (a + 2 * k + 2))
-        | (stim.enable.astype(np.int64) << (a + 2 * k + 1))
-        | (stim.single.astype(np.int64) << (a + 2 * k))
-        | (stim.act << (2 * k))
-        | ((stim.w_hi & mask) << k)
-        | (stim.w_lo & mask)
-    )
-    vectors = workdir / "vectors.hex"
-    vectors.write_text("\n".join(f"{w:x}" for w in words.tolist()) + "\n")
-    bench = workdir / "tb.v"
-    bench.write_text(testbench(unit, vectors, stim.cycles))
+    fields = [(stim.clear, 1), (stim.enable, 1), (stim.single, 1), (stim.act, a)]
+    fields += [(stim.w_hi, k), (stim.w_lo, k)]
     sources = [rtl_dir / f"{MODULE}.v"]
     if netlist:
         sources = [synthesise(unit, sources[0], workdir / "netlist.v"), yosys_cells_library()]
-    got = np.array(run_testbench(bench, sources, workdir), dtype=np.int64).reshape(-1, 2)
+    printed = replay(VectorWords.pack(*fields), partial(testbench, unit), sources, workdir)
+    got = np.array(printed, dtype=np.int64).reshape(-1, 2)
     if got.shape[0] != stim.cycles:
         raise HardwareCostError(f"simulation printed {got.shape[0]} rows for {stim.cycles}")
     hi, lo = expected_outputs(stim)

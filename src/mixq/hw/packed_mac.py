@@ -12,13 +12,21 @@ shows the overflow (the old "11 bits apart" rule fails after 9 products).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from mixq.errors import HardwareCostError
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
-from mixq.hw.rtl_sim import require_icarus, run_testbench, run_tool, yosys_cells_library
+from mixq.hw.rtl_sim import (
+    VectorWords,
+    replay,
+    require_icarus,
+    run_tool,
+    running_sum,
+    yosys_cells_library,
+)
 from mixq.hw.synthesis import CellCounts, parse_yosys_stat
 from mixq.hw.units import ACC_GUARD_BITS
 
@@ -112,17 +120,8 @@ def packed_stimulus(
 
 def expected_fields(stim: PackedStimulus) -> tuple[np.ndarray, np.ndarray]:
     """The two dot products after each clock edge (cleared to 0, else plus the products)."""
-    return tuple(  # type: ignore[return-value]
-        _running_sum(stim, np.where(stim.enable & ~stim.clear, stim.act * w, 0))
-        for w in (stim.w_hi, stim.w_lo)
-    )
-
-
-def _running_sum(stim: PackedStimulus, products: np.ndarray) -> np.ndarray:
-    total = np.cumsum(products)
-    index = np.arange(stim.cycles)
-    last_clear = np.maximum.accumulate(np.where(stim.clear, index, -1))
-    return total - np.where(last_clear >= 0, total[np.maximum(last_clear, 0)], 0)
+    hi, lo = (running_sum(stim.clear, stim.enable, stim.act * w) for w in (stim.w_hi, stim.w_lo))
+    return hi, lo
 
 
 def testbench(unit: PackedMac, vectors: Path, cycles: int) -> str:
@@ -184,23 +183,13 @@ def simulate_packed(
     workdir.mkdir(parents=True, exist_ok=True)
     stim = packed_stimulus(unit, random_cycles, longest=longest)
     k, a = unit.weight_bits, unit.act_bits
-    mask = (1 << k) - 1
-    words = (
-        (stim.clear.astype(np.int64) << (a + 2 * k + 1))
-        | (stim.enable.astype(np.int64) << (a + 2 * k))
-        | (stim.act << (2 * k))
-        | ((stim.w_hi & mask) << k)
-        | (stim.w_lo & mask)
-    )
-    vectors = workdir / "vectors.hex"
-    vectors.write_text("\n".join(f"{w:x}" for w in words.tolist()) + "\n")
-    bench = workdir / "tb.v"
-    bench.write_text(testbench(unit, vectors, stim.cycles))
+    fields = [(stim.clear, 1), (stim.enable, 1), (stim.act, a), (stim.w_hi, k), (stim.w_lo, k)]
     source = rtl_dir / f"{MODULE}.v"
     sources = [source]
     if netlist:
         sources = [synthesise(unit, source, workdir / "netlist.v"), yosys_cells_library()]
-    got = np.array(run_testbench(bench, sources, workdir), dtype=np.int64).reshape(-1, 2)
+    printed = replay(VectorWords.pack(*fields), partial(testbench, unit), sources, workdir)
+    got = np.array(printed, dtype=np.int64).reshape(-1, 2)
     want = np.stack(expected_fields(stim), axis=1)
     if got.shape != want.shape:
         raise HardwareCostError(f"simulation printed {got.shape[0]} rows for {stim.cycles}")

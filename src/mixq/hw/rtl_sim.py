@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,13 +104,21 @@ class _Cycles:
         return np.ones(self.act.size, dtype=bool) if self.enable is None else self.enable
 
 
+def running_sum(clear: np.ndarray, enable: np.ndarray, products: np.ndarray) -> np.ndarray:
+    """An accumulator after each clock edge: cleared to 0 on ``clear``, else plus the
+    cycle's product where ``enable`` is set.
+
+    >>> running_sum(np.array([1, 0, 0, 1, 0], bool), np.ones(5, bool), np.arange(5) + 1)
+    array([0, 2, 5, 0, 5])
+    """
+    total = np.cumsum(np.where(enable & ~clear, products, 0))
+    last_clear = np.maximum.accumulate(np.where(clear, np.arange(clear.size), -1))
+    return total - np.where(last_clear >= 0, total[np.maximum(last_clear, 0)], 0)
+
+
 def expected_accumulator(stim: Stimulus, acc_bits: int) -> np.ndarray:
     """The accumulator after each clock edge: cleared to 0, else plus ``act * value``."""
-    products = np.where(stim.enable & ~stim.clear, stim.act * stim.value, 0)
-    total = np.cumsum(products)
-    index = np.arange(stim.cycles)
-    last_clear = np.maximum.accumulate(np.where(stim.clear, index, -1))
-    out = total - np.where(last_clear >= 0, total[np.maximum(last_clear, 0)], 0)
+    out = running_sum(stim.clear, stim.enable, stim.act * stim.value)
     limit = 2 ** (acc_bits - 1)
     if out.size and (out.max() >= limit or out.min() < -limit):
         raise HardwareCostError(f"stimulus overflows a {acc_bits}-bit accumulator")
@@ -145,16 +154,50 @@ endmodule
 """
 
 
-def write_vectors(unit: MacUnit, stim: Stimulus, path: Path) -> None:
+def vector_words(unit: MacUnit, stim: Stimulus) -> VectorWords:
     a, k = unit.act_bits, unit.weight_bits
-    words = (
-        (stim.clear.astype(np.int64) << (a + k + 1))
-        | (stim.enable.astype(np.int64) << (a + k))
-        | (stim.act << k)
-        | stim.code
-    )
-    digits = (a + k + 2 + 3) // 4
-    path.write_text("\n".join(f"{w:0{digits}x}" for w in words.tolist()) + "\n")
+    return VectorWords.pack((stim.clear, 1), (stim.enable, 1), (stim.act, a), (stim.code, k))
+
+
+@dataclass(frozen=True, eq=False)
+class VectorWords:
+    """One testbench input word per cycle (``{clear, en, ...}`` in Verilog) and its width."""
+
+    words: np.ndarray  # (cycles,) int64
+    bits: int
+
+    @classmethod
+    def pack(cls, *fields: tuple[np.ndarray, int]) -> VectorWords:
+        """Each cycle's ``(values, bits)`` fields as one word, the first in the highest
+        bits; a negative value is written in two's complement within its field.
+
+        >>> VectorWords.pack((np.array([1, 0]), 1), (np.array([-1, 2]), 3)).words.tolist()
+        [15, 2]
+        """
+        words = np.zeros(len(fields[0][0]), dtype=np.int64)
+        for values, bits in fields:
+            words = (words << bits) | (np.asarray(values, dtype=np.int64) & ((1 << bits) - 1))
+        return cls(words, sum(bits for _, bits in fields))
+
+    def write(self, path: Path) -> None:
+        """The words as ``$readmemh`` reads them, one zero-padded hex word a line."""
+        digits = (self.bits + 3) // 4
+        path.write_text("\n".join(f"{w:0{digits}x}" for w in self.words.tolist()) + "\n")
+
+
+def replay(
+    words: VectorWords,
+    testbench_text: Callable[[Path, int], str],
+    sources: Sequence[Path],
+    workdir: Path,
+) -> list[int]:
+    """Write ``words`` and the testbench ``testbench_text(vectors, cycles)`` into
+    ``workdir``, simulate it with ``sources``; the integers it printed."""
+    vectors = workdir / "vectors.hex"
+    words.write(vectors)
+    bench = workdir / "tb.v"
+    bench.write_text(testbench_text(vectors, words.words.size))
+    return run_testbench(bench, sources, workdir)
 
 
 def yosys_cells_library() -> Path:
@@ -194,15 +237,12 @@ def simulate(
     workdir.mkdir(parents=True, exist_ok=True)
     stim = stimulus(unit, random_cycles)
     expected = expected_accumulator(stim, unit.acc_bits)
-    vectors = workdir / "vectors.hex"
-    write_vectors(unit, stim, vectors)
-    bench = workdir / "tb.v"
-    bench.write_text(testbench(unit, vectors, stim.cycles))
     if netlist:
         sources = [synthesise_netlist(unit, rtl_dir, workdir / "netlist.v"), yosys_cells_library()]
     else:
         sources = [rtl_dir / f"{unit.module}.v"]
-    got = np.array(run_testbench(bench, sources, workdir), dtype=np.int64)
+    bench = partial(testbench, unit)
+    got = np.array(replay(vector_words(unit, stim), bench, sources, workdir), dtype=np.int64)
     if got.size != expected.size:
         raise HardwareCostError(f"simulation printed {got.size} values for {expected.size} cycles")
     wrong = np.flatnonzero(got != expected)
