@@ -13,7 +13,6 @@ mode and length.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from mixq.errors import HardwareCostError
 from mixq.hw.packed_mac import module_cells, synthesise_module
 from mixq.hw.packing import DSP48E1, DspPorts, dsp_packing
 from mixq.hw.rtl_sim import (
-    VectorWords,
+    Port,
     replay,
     require_icarus,
     running_sum,
@@ -153,37 +152,6 @@ def expected_outputs(stim: DualStimulus) -> tuple[np.ndarray, np.ndarray]:
     return hi, lo
 
 
-def testbench(unit: DualModeMac, vectors: Path, cycles: int) -> str:
-    a, k = unit.single_act_bits, unit.weight_bits
-    params = ", ".join(f".{n}({v})" for n, v in unit.parameters().items())
-    lo_bits = unit.parameters()["SINGLE_BITS"]
-    hi_bits = unit.ports.accumulator_bits - unit.spacing
-    return f"""`timescale 1ns/1ps
-module tb;
-    reg clk = 0;
-    reg clear, en, single;
-    reg [{a - 1}:0] act;
-    reg [{k - 1}:0] w_hi, w_lo;
-    reg [{a + 2 * k + 2}:0] vectors [0:{cycles - 1}];
-    wire signed [{hi_bits - 1}:0] acc_hi;
-    wire signed [{lo_bits - 1}:0] acc_lo;
-    integer i;
-    {MODULE} #({params}) dut (.clk(clk), .clear(clear), .en(en), .single(single),
-        .act(act), .w_hi(w_hi), .w_lo(w_lo), .acc_hi(acc_hi), .acc_lo(acc_lo));
-    initial begin
-        $readmemh("{vectors}", vectors);
-        for (i = 0; i < {cycles}; i = i + 1) begin
-            {{clear, en, single, act, w_hi, w_lo}} = vectors[i];
-            #1 clk = 1;
-            #1 clk = 0;
-            $display("%0d %0d", acc_hi, acc_lo);
-        end
-        $finish;
-    end
-endmodule
-"""
-
-
 @dataclass(frozen=True)
 class DualSimulation:
     unit: str
@@ -214,15 +182,16 @@ def simulate_dual(
     workdir.mkdir(parents=True, exist_ok=True)
     stim = dual_stimulus(unit, random_cycles, longest=longest)
     k, a = unit.weight_bits, unit.single_act_bits
-    fields = [(stim.clear, 1), (stim.enable, 1), (stim.single, 1), (stim.act, a)]
-    fields += [(stim.w_hi, k), (stim.w_lo, k)]
+    inputs = [Port("clear", 1, stim.clear), Port("en", 1, stim.enable)]
+    inputs += [Port("single", 1, stim.single), Port("act", a, stim.act)]
+    inputs += [Port("w_hi", k, stim.w_hi), Port("w_lo", k, stim.w_lo)]
+    lo_bits = unit.parameters()["SINGLE_BITS"]
+    hi_bits = unit.ports.accumulator_bits - unit.spacing
+    outputs = [Port("acc_hi", hi_bits), Port("acc_lo", lo_bits)]
     sources = [rtl_dir / f"{MODULE}.v"]
     if netlist:
         sources = [synthesise(unit, sources[0], workdir / "netlist.v"), yosys_cells_library()]
-    printed = replay(VectorWords.pack(*fields), partial(testbench, unit), sources, workdir)
-    got = np.array(printed, dtype=np.int64).reshape(-1, 2)
-    if got.shape[0] != stim.cycles:
-        raise HardwareCostError(f"simulation printed {got.shape[0]} rows for {stim.cycles}")
+    got = replay(MODULE, unit.parameters(), inputs, outputs, sources, workdir)
     hi, lo = expected_outputs(stim)
     wrong = np.flatnonzero((got[:, 1] != lo) | (~stim.single & (got[:, 0] != hi)))
     return DualSimulation(

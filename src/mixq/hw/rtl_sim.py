@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,28 +124,61 @@ def expected_accumulator(stim: Stimulus, acc_bits: int) -> np.ndarray:
     return out
 
 
-def testbench(unit: MacUnit, vectors: Path, cycles: int) -> str:
-    """A Verilog testbench that replays ``vectors`` and prints the accumulator per cycle."""
-    a, k, acc = unit.act_bits, unit.weight_bits, unit.acc_bits
-    params = ", ".join(f".{name}({value})" for name, value in unit.parameters().items())
+@dataclass(frozen=True, eq=False)
+class Port:
+    """A port of the unit under test: its name and width; an input carries its value
+    per cycle, an output (``values`` None) is printed signed after each clock edge."""
+
+    name: str
+    bits: int
+    values: np.ndarray | None = None
+
+
+def pack_words(inputs: Sequence[Port]) -> np.ndarray:
+    """Each cycle's input values as one word, the first port in the highest bits; a
+    negative value is written in two's complement within its port.
+
+    >>> pack_words([Port("clear", 1, np.array([1, 0])), Port("w", 3, np.array([-1, 2]))])
+    array([15,  2])
+    """
+    words = np.zeros(len(inputs[0].values), dtype=np.int64)  # type: ignore[arg-type]
+    for port in inputs:
+        values = np.asarray(port.values, dtype=np.int64)
+        words = (words << port.bits) | (values & ((1 << port.bits) - 1))
+    return words
+
+
+def testbench(
+    module: str,
+    parameters: dict[str, int],
+    inputs: Sequence[Port],
+    outputs: Sequence[Port],
+    vectors: Path,
+    cycles: int,
+) -> str:
+    """A Verilog testbench that clocks ``module`` once per word of ``vectors`` (its
+    inputs, concatenated) and prints its outputs after each edge."""
+    params = ", ".join(f".{name}({value})" for name, value in parameters.items())
+    width = sum(port.bits for port in inputs)
+    regs = "".join(f"    reg [{p.bits - 1}:0] {p.name};\n" for p in inputs)
+    wires = "".join(f"    wire signed [{p.bits - 1}:0] {p.name};\n" for p in outputs)
+    wiring = ", ".join(f".{p.name}({p.name})" for p in (*inputs, *outputs))
+    fields = ", ".join(p.name for p in inputs)
+    formats = " ".join("%0d" for _ in outputs)
+    shown = ", ".join(p.name for p in outputs)
     return f"""`timescale 1ns/1ps
 module tb;
     reg clk = 0;
-    reg clear, en;
-    reg [{a - 1}:0] act;
-    reg [{k - 1}:0] weight;
-    reg [{a + k + 1}:0] vectors [0:{cycles - 1}];
-    wire signed [{acc - 1}:0] acc;
-    integer i;
-    {unit.module} #({params}) dut (
-        .clk(clk), .clear(clear), .en(en), .act(act), .weight(weight), .acc(acc));
+{regs}    reg [{width - 1}:0] vectors [0:{cycles - 1}];
+{wires}    integer i;
+    {module} #({params}) dut (.clk(clk), {wiring});
     initial begin
         $readmemh("{vectors}", vectors);
         for (i = 0; i < {cycles}; i = i + 1) begin
-            {{clear, en, act, weight}} = vectors[i];
+            {{{fields}}} = vectors[i];
             #1 clk = 1;
             #1 clk = 0;
-            $display("%0d", acc);
+            $display("{formats}", {shown});
         end
         $finish;
     end
@@ -154,50 +186,29 @@ endmodule
 """
 
 
-def vector_words(unit: MacUnit, stim: Stimulus) -> VectorWords:
-    a, k = unit.act_bits, unit.weight_bits
-    return VectorWords.pack((stim.clear, 1), (stim.enable, 1), (stim.act, a), (stim.code, k))
-
-
-@dataclass(frozen=True, eq=False)
-class VectorWords:
-    """One testbench input word per cycle (``{clear, en, ...}`` in Verilog) and its width."""
-
-    words: np.ndarray  # (cycles,) int64
-    bits: int
-
-    @classmethod
-    def pack(cls, *fields: tuple[np.ndarray, int]) -> VectorWords:
-        """Each cycle's ``(values, bits)`` fields as one word, the first in the highest
-        bits; a negative value is written in two's complement within its field.
-
-        >>> VectorWords.pack((np.array([1, 0]), 1), (np.array([-1, 2]), 3)).words.tolist()
-        [15, 2]
-        """
-        words = np.zeros(len(fields[0][0]), dtype=np.int64)
-        for values, bits in fields:
-            words = (words << bits) | (np.asarray(values, dtype=np.int64) & ((1 << bits) - 1))
-        return cls(words, sum(bits for _, bits in fields))
-
-    def write(self, path: Path) -> None:
-        """The words as ``$readmemh`` reads them, one zero-padded hex word a line."""
-        digits = (self.bits + 3) // 4
-        path.write_text("\n".join(f"{w:0{digits}x}" for w in self.words.tolist()) + "\n")
-
-
 def replay(
-    words: VectorWords,
-    testbench_text: Callable[[Path, int], str],
+    module: str,
+    parameters: dict[str, int],
+    inputs: Sequence[Port],
+    outputs: Sequence[Port],
     sources: Sequence[Path],
     workdir: Path,
-) -> list[int]:
-    """Write ``words`` and the testbench ``testbench_text(vectors, cycles)`` into
-    ``workdir``, simulate it with ``sources``; the integers it printed."""
+) -> np.ndarray:
+    """Simulate ``module`` (from ``sources``) in ``workdir`` on the inputs' values, one
+    clock edge per cycle; the outputs after each edge, shape (cycles, len(outputs))."""
+    words = pack_words(inputs)
+    digits = (sum(port.bits for port in inputs) + 3) // 4
     vectors = workdir / "vectors.hex"
-    words.write(vectors)
+    vectors.write_text("\n".join(f"{w:0{digits}x}" for w in words.tolist()) + "\n")
     bench = workdir / "tb.v"
-    bench.write_text(testbench_text(vectors, words.words.size))
-    return run_testbench(bench, sources, workdir)
+    bench.write_text(testbench(module, parameters, inputs, outputs, vectors, words.size))
+    printed = np.array(run_testbench(bench, sources, workdir), dtype=np.int64)
+    if printed.size != words.size * len(outputs):
+        raise HardwareCostError(
+            f"simulation printed {printed.size} values for {words.size} cycles of "
+            f"{len(outputs)} outputs"
+        )
+    return printed.reshape(words.size, len(outputs))
 
 
 def yosys_cells_library() -> Path:
@@ -241,10 +252,11 @@ def simulate(
         sources = [synthesise_netlist(unit, rtl_dir, workdir / "netlist.v"), yosys_cells_library()]
     else:
         sources = [rtl_dir / f"{unit.module}.v"]
-    bench = partial(testbench, unit)
-    got = np.array(replay(vector_words(unit, stim), bench, sources, workdir), dtype=np.int64)
-    if got.size != expected.size:
-        raise HardwareCostError(f"simulation printed {got.size} values for {expected.size} cycles")
+    a, k = unit.act_bits, unit.weight_bits
+    inputs = [Port("clear", 1, stim.clear), Port("en", 1, stim.enable)]
+    inputs += [Port("act", a, stim.act), Port("weight", k, stim.code)]
+    outputs = [Port("acc", unit.acc_bits)]
+    got = replay(unit.module, unit.parameters(), inputs, outputs, sources, workdir)[:, 0]
     wrong = np.flatnonzero(got != expected)
     return SimulationResult(
         unit=unit.key,
