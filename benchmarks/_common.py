@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import torch
 
 from mixq.data import default_data_root
 from mixq.io import atomic_write_text
+from mixq.machine import machine_record
 from mixq.train import TrainConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -60,24 +60,6 @@ def command_line() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
-def environment() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-    }
-
-
 def write_result(
     name: str, settings: dict[str, Any], rows: list[dict[str, Any]], directory: Path = RESULTS_DIR
 ) -> Path:
@@ -86,7 +68,7 @@ def write_result(
         "benchmark": name,
         "command": command_line(),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "environment": environment(),
+        "environment": machine_record(),
         "settings": settings,
         "rows": rows,
     }

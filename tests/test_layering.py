@@ -150,7 +150,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             *("grid_tensors", "fakequant", "scale_init", "clip_screen", "scoring", "nn", "nn.*"),
             *("fold", "batches", "layer_hooks", "calibrate", "mappings", "toggle", "summary"),
-            *("weight_reuse",),
+            *("weight_reuse", "machine"),
             *("shapes", "distributed_env", "models", "models.*", "data", "data.*"),
         ),
     ),

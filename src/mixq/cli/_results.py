@@ -10,39 +10,19 @@
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mixq.errors import MixqError
 from mixq.io import atomic_write_text
 from mixq.jsonfile import read_json
+from mixq.machine import machine_record
 
 
 class ResultFileError(MixqError, ValueError):
     """A result file that is missing or not in the benchmark result format."""
-
-
-def environment() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-    }
 
 
 @dataclass(frozen=True)
@@ -59,7 +39,7 @@ class ResultFile:
         cls, benchmark: str, command: str, settings: dict[str, Any], rows: list[dict[str, Any]]
     ) -> ResultFile:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return cls(benchmark, command, created, environment(), settings, rows)
+        return cls(benchmark, command, created, machine_record(), settings, rows)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
