@@ -162,13 +162,8 @@ class QuantConv2d(_RowQuantMixin, nn.Conv2d):
             act_signed=act_signed,
             act_method=act_method,
         )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            # The layer was built with a bias exactly when ``conv`` has one.
-            if layer.bias is not None and conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+        _take_parameters(layer, conv)
         layer.bn = bn
-        layer.train(conv.training)
         return layer
 
     def effective_weight_bias(self) -> tuple[Tensor, Tensor | None]:
@@ -281,15 +276,21 @@ class QuantLinear(_RowQuantMixin, nn.Linear):
             act_signed=act_signed,
             act_method=act_method,
         )
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight)
-            if layer.bias is not None and linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        layer.train(linear.training)
+        _take_parameters(layer, linear)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self._quantize_input(x), self.quantized_weight(), self.bias)
+
+
+def _take_parameters(layer: nn.Conv2d | nn.Linear, source: nn.Conv2d | nn.Linear) -> None:
+    """Copy ``source``'s weight and bias into ``layer`` (built with a bias exactly when
+    ``source`` has one) and its training mode."""
+    with torch.no_grad():
+        layer.weight.copy_(source.weight)
+        if isinstance(layer.bias, Tensor) and source.bias is not None:
+            layer.bias.copy_(source.bias)
+    layer.train(source.training)
 
 
 def _pair(values: tuple[int, ...]) -> tuple[int, int]:
