@@ -10,7 +10,6 @@ its fake-quantisation, not of integer arithmetic at its bits.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Iterable
@@ -25,18 +24,9 @@ from mixq.assignment import RowAssignment
 from mixq.errors import HardwareCostError
 from mixq.hw.latency import LatencyTable
 from mixq.layer_hooks import run_with_layer_hooks
+from mixq.machine import cpu_name
 from mixq.nn.layers import QuantConv2d, QuantLinear
 from mixq.schemes import Candidate
-
-
-def processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @torch.no_grad()
@@ -65,7 +55,7 @@ def measure_cpu_latency(
     if not inputs:
         raise HardwareCostError("the model has no Conv2d or Linear layer to time")
     conditions = {
-        "processor": processor_name(),
+        "processor": cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "act_bits": act_bits,
