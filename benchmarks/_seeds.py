@@ -37,6 +37,31 @@ def mean_se(values: Sequence[float], digits: int = 6) -> tuple[float, float | No
     return round(mean, digits), round(math.sqrt(variance / n), digits)
 
 
+# Options that say which units to run and where, never what a unit computes: no unit's
+# key holds them (those of add_chunk_options and add_run_options among them).
+NOT_IN_UNIT_KEY = frozenset({"methods", "eq_bits", "seeds", "threads", "data_root", "output"})
+NOT_IN_UNIT_KEY |= {"work_dir", "budget_minutes", "name", "report_only", "carry_from"}
+
+
+def unit_key(
+    benchmark: str,
+    args: argparse.Namespace,
+    unit: tuple[str, int, int],
+    unused: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any]:
+    """The settings one unit (method, eq_bits, seed) of ``benchmark`` depends on: every
+    option but those of :data:`NOT_IN_UNIT_KEY` and ``unused``.
+
+    >>> args = argparse.Namespace(seeds=[0, 1, 2], lr=0.1, budget_minutes=9)
+    >>> unit_key("b", args, ("msp", 4, 0))
+    {'benchmark': 'b', 'method': 'msp', 'eq_bits': 4, 'seed': 0, 'lr': 0.1}
+    """
+    method, eq_bits, seed = unit
+    skipped = NOT_IN_UNIT_KEY | unused
+    shared = {k: v for k, v in vars(args).items() if k not in skipped}
+    return {"benchmark": benchmark, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
+
+
 def add_chunk_options(parser: argparse.ArgumentParser, work_dir: Path, name: str) -> None:
     """The options of a driver that runs in resumable chunks: its work dir, the chunk's
     budget, the result's name, a report from finished units alone, and earlier result

@@ -40,6 +40,7 @@ from _seeds import (
     check_seeded_run,
     convergence_by_level,
     run_units,
+    unit_key,
 )
 from _sst2 import SentenceClassifier, TokenBatches, accuracy, load_sst2
 from _unit_store import UnitStore
@@ -55,8 +56,6 @@ from mixq.train import TrainConfig, train
 NAME = "glue_sst2"
 HEAD = "classifier"
 MEAN_FIELDS = ("eq_bits", "accuracy_ptq", "accuracy_per_epoch", "fpga_images_per_s", "weight_kib")
-_NOT_IN_KEY = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-_NOT_IN_KEY |= {"threads", "name", "data_root", "report_only", "carry_from"}
 # A result file's rows may be carried into the next report only when these agree.
 AGREED_SETTINGS = ("model", "act_bits", "quantised", "seeds", "train_sentences")
 AGREED_SETTINGS += ("qat_sentences", "dev_sentences", "calibration_sentences", "float", "qat")
@@ -95,9 +94,7 @@ def check_args(args: argparse.Namespace) -> None:
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
     """The unit's key: a float model's leaves out the quantisation and QAT settings, so
     changing those reuses the float models."""
-    unused = _NOT_IN_KEY | (_QUANT_ONLY if method == "fp32" else set())
-    shared = {k: v for k, v in vars(args).items() if k not in unused}
-    return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
+    return unit_key(NAME, args, (method, eq_bits, seed), _QUANT_ONLY if method == "fp32" else set())
 
 
 def float_config(args: argparse.Namespace, seed: int) -> TrainConfig:

@@ -52,6 +52,7 @@ from _seeds import (
     check_seeded_run,
     convergence_by_level,
     run_units,
+    unit_key,
 )
 from _unit_store import UnitStore, settings_key
 from torch import nn
@@ -147,16 +148,14 @@ def check_args(args: argparse.Namespace) -> None:
 def unit_settings(args: argparse.Namespace, method: str, eq_bits: int, seed: int) -> dict:
     """Everything one unit's result depends on (its key): not the output, budget, threads,
     nor the Hessian or DFQ settings of a method that does not use them."""
-    unused = {"methods", "eq_bits", "seeds", "work_dir", "budget_minutes", "output"}
-    unused |= {"threads", "name", "data_root", "refresh_hardware", "report_only", "carry_from"}
+    unused = {"refresh_hardware"}
     if method not in HESSIAN_METHODS:
         unused |= {"hessian_probes", "hessian_batch", "hessian"}
     elif args.hessian == "hutchinson":
         unused |= {"hessian"}  # the keys of units run before the option existed
     if not method.startswith("dfq"):
         unused |= {"dfq_steps"}
-    shared = {k: v for k, v in vars(args).items() if k not in unused}
-    return {"benchmark": NAME, "method": method, "eq_bits": eq_bits, "seed": seed, **shared}
+    return unit_key(NAME, args, (method, eq_bits, seed), unused)
 
 
 def hutchinson_config(args: argparse.Namespace, seed: int) -> HutchinsonConfig:
