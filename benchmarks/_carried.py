@@ -63,7 +63,8 @@ def carried_rows(
             continue
         fresh = [r for r in result.get("rows", []) if _key(r) is not None and _key(r) not in taken]
         taken.update(k for k in map(_key, fresh) if k is not None)
-        rows += [{**row, "carried_from": created} for row in fresh]
+        # A row carried again keeps the creation time of the file that measured it.
+        rows += [{**row, "carried_from": row.get("carried_from", created)} for row in fresh]
         if fresh:
             sources.append(created)
     note: dict[str, Any] = {

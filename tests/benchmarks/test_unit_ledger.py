@@ -111,6 +111,16 @@ def test_the_first_file_with_a_row_gives_it(tmp_path: Path) -> None:
     assert note["from"] == ["2026-12-02T05:00:00Z", "2026-12-01T00:00:00Z"]
 
 
+def test_a_row_carried_twice_keeps_the_time_of_the_file_that_measured_it() -> None:
+    first = {"created": "2026-12-01T00:00:00Z", "settings": {}, "rows": []}
+    first["rows"] = [{"method": "msp", "eq_bits_target": 3, "top1_mean": 0.81}]
+    second_rows, _ = carried_rows([first], set(), {})
+    second = {"created": "2026-12-02T00:00:00Z", "settings": {}, "rows": second_rows}
+    third_rows, note = carried_rows([second], set(), {})
+    assert third_rows[0]["carried_from"] == "2026-12-01T00:00:00Z"
+    assert note["from"] == ["2026-12-02T00:00:00Z"]
+
+
 def test_nothing_is_carried_from_a_file_made_with_other_settings(tmp_path: Path) -> None:
     path = _previous(tmp_path, {"qat": {"epochs": 3}, "seeds": [0, 1, 2]})
     rows, note = carried_rows([previous_result(path)], set(), {"qat": {"epochs": 5}})
