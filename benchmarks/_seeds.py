@@ -104,6 +104,20 @@ class WallBudget:
         return self.minutes is not None and self.elapsed_minutes() >= self.minutes
 
 
+def rows_complete(
+    rows: Sequence[Mapping[str, Any]], expected: set[tuple[str, int]], seed_count: int
+) -> bool:
+    """Whether every expected (method, level) has a row with all ``seed_count`` seeds,
+    measured in this run or carried from an earlier file.
+
+    >>> rows = [{"method": "msp", "eq_bits_target": 4, "seeds": [0, 1, 2]}]
+    >>> rows_complete(rows, {("msp", 4)}, 3), rows_complete(rows, {("msp", 4), ("msp", 3)}, 3)
+    (True, False)
+    """
+    whole = {(r["method"], r["eq_bits_target"]) for r in rows if len(r["seeds"]) == seed_count}
+    return expected <= whole
+
+
 def ranking(means: Mapping[str, float]) -> list[str]:
     """Names from best to worst mean (ties broken by name, so the order is stable).
 

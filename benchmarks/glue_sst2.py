@@ -39,6 +39,7 @@ from _seeds import (
     aggregate,
     check_seeded_run,
     convergence_by_level,
+    rows_complete,
     run_units,
     unit_key,
 )
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output / f"{args.name}.png",
             "MiniLM + linear head, SST-2 dev, A8",
         )
-    print(f"wrote {path}" + (" (partial: units left)" if stopped else ""))
+    print(f"wrote {path}" + ("" if settings["complete"] else " (partial)"))
     return 0
 
 
@@ -380,6 +381,11 @@ def method_name(method: str, eq_bits: int) -> str:
     return {"fixed": f"fixed{eq_bits}", "sp2": f"sp2-{eq_bits}"}.get(method, method)
 
 
+def expected_rows(args: argparse.Namespace) -> set[tuple[str, int]]:
+    """The (row name, level) pairs a run of ``args`` reports."""
+    return {(method_name(m, b), b) for m in args.methods for b in args.eq_bits}
+
+
 def result_settings(
     args: argparse.Namespace,
     rows: list[dict],
@@ -409,7 +415,8 @@ def result_settings(
         "eq_bits_levels": levels,
         "units": "one record per finished unit (settings, row) in units/<name>/ beside this file",
         "carried": carried,
-        "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
+        "complete": rows_complete(rows, expected_rows(args), len(args.seeds)),
+        "units_left_this_chunk": stopped,
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }

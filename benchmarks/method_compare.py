@@ -51,6 +51,7 @@ from _seeds import (
     aggregate,
     check_seeded_run,
     convergence_by_level,
+    rows_complete,
     run_units,
     unit_key,
 )
@@ -218,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     left += unstarted
     stopped = left > 0
     if stopped:
-        reason = "not finished yet" if args.report_only else "left"
-        print(f"{left} units {reason}: rerun without --report-only to continue", flush=True)
+        reason = "in neither the store nor the ledger" if args.report_only else "left"
+        print(f"{left} units {reason}; their rows are carried where an earlier file has them")
     fp32 = {"method": "fp32", "top1": top1(base, test_loader), "weight_kib": fp32_weight_kib(base)}
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output / f"{args.name}.png",
             f"ResNet-20, CIFAR-10 JPEG, A{args.act_bits}",
         )
-    print(f"wrote {path}" + (" (partial: units left)" if stopped else ""))
+    print(f"wrote {path}" + ("" if settings["complete"] else " (partial)"))
     return 0
 
 
@@ -383,6 +384,11 @@ def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str,
     )
 
 
+def expected_rows(args: argparse.Namespace) -> set[tuple[str, int]]:
+    """The (row name, level) pairs a run of ``args`` reports."""
+    return {(row_name(m, b), b) for m in args.methods for b in args.eq_bits}
+
+
 def result_settings(
     args: argparse.Namespace,
     rows: list[dict],
@@ -435,7 +441,8 @@ def result_settings(
         "units": "one record per finished unit (settings, row, plan) in units/<name>/ beside "
         "this file",
         "carried": carried,
-        "complete": not stopped and all(len(r["seeds"]) == len(args.seeds) for r in rows),
+        "complete": rows_complete(rows, expected_rows(args), len(args.seeds)),
+        "units_left_this_chunk": stopped,
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
