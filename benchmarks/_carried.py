@@ -38,6 +38,12 @@ def previous_result(path: Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
+def earlier_results(replaced: Path, carry_from: Sequence[Path]) -> list[dict[str, Any] | None]:
+    """The file a report replaces, then the ``--carry-from`` files, in the order
+    :func:`carried_rows` takes rows from them."""
+    return [previous_result(path) for path in (replaced, *carry_from)]
+
+
 def carried_rows(
     previous: Sequence[Mapping[str, Any] | None],
     reported: Collection[RowKey],

@@ -68,6 +68,28 @@ TARGET_SHADE = 1e-12
 METHODS = RATIO_METHODS + PLANNED_METHODS
 
 
+def row_name(method: str, eq_bits: int) -> str:
+    """The result's method name (BENCHMARKS.md): ``fixed4``, ``sp2-3``, ``msp``, ...
+
+    >>> row_name("fixed", 3), row_name("sp2", 4), row_name("joint-ilp", 3)
+    ('fixed3', 'sp2-4', 'joint-ilp')
+    """
+    if method == "fixed":
+        return f"fixed{eq_bits}"
+    if method == "sp2":
+        return f"sp2-{eq_bits}"
+    return method
+
+
+def expected_rows(methods: Sequence[str], levels: Sequence[int]) -> set[tuple[str, int]]:
+    """The (row name, level) pairs a run of ``methods`` at ``levels`` reports.
+
+    >>> sorted(expected_rows(["fixed", "msp"], [4]))
+    [('fixed4', 4), ('msp', 4)]
+    """
+    return {(row_name(m, b), b) for m in methods for b in levels}
+
+
 def method_ratio(method: str, eq_bits: int) -> str:
     """The ratio of every middle layer of a ratio method (RMSMP's shares at both levels;
     the Hessian RMSMP and the size targets use the ``rmsmp`` one)."""

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _carried import carried_rows, previous_result
+from _carried import carried_rows, earlier_results
 from _common import RESULTS_DIR, add_run_options, start_run
 from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
-from _planners import EQ_BITS, RATIO_METHODS, method_ratio
+from _planners import EQ_BITS, RATIO_METHODS, expected_rows, method_ratio, row_name
 from _seeds import (
     BenchmarkSettingsError,
     WallBudget,
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in q_rows:
         row["act_bits"] = 8
     rows += q_rows
-    previous = [previous_result(p) for p in (args.output / f"{args.name}.json", *args.carry_from)]
+    previous = earlier_results(args.output / f"{args.name}.json", args.carry_from)
     agreed = {
         k: v for k, v in result_settings(args, [], False, 0.0).items() if k in AGREED_SETTINGS
     }
@@ -357,7 +357,7 @@ def run_unit(
     per_epoch = [r.metrics["accuracy"] for r in result.history]
     summary = mixq.describe(model)
     row: dict[str, Any] = {
-        "method": method_name(method, eq_bits),
+        "method": row_name(method, eq_bits),
         "eq_bits_target": eq_bits,
         "seed": seed,
         "eq_bits": round(summary.eq_bits, 4),
@@ -375,15 +375,6 @@ def run_unit(
     except (HardwareCostError, KeyError, ValueError) as exc:
         row["fpga_note"] = f"not costed: {exc}"
     return row
-
-
-def method_name(method: str, eq_bits: int) -> str:
-    return {"fixed": f"fixed{eq_bits}", "sp2": f"sp2-{eq_bits}"}.get(method, method)
-
-
-def expected_rows(args: argparse.Namespace) -> set[tuple[str, int]]:
-    """The (row name, level) pairs a run of ``args`` reports."""
-    return {(method_name(m, b), b) for m in args.methods for b in args.eq_bits}
 
 
 def result_settings(
@@ -415,7 +406,7 @@ def result_settings(
         "eq_bits_levels": levels,
         "units": "one record per finished unit (settings, row) in units/<name>/ beside this file",
         "carried": carried,
-        "complete": rows_complete(rows, expected_rows(args), len(args.seeds)),
+        "complete": rows_complete(rows, expected_rows(args.methods, args.eq_bits), len(args.seeds)),
         "units_left_this_chunk": stopped,
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

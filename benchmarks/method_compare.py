@@ -37,12 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _carried import carried_rows, previous_result
+from _carried import carried_rows, earlier_results
 from _common import RESULTS_DIR, add_run_options, resnet20_qat_config, start_run, top1
 from _common import write_result as write_json
 from _hardware import hardware_figures, layer_shapes
 from _pareto_plot import front_members, pareto_figure
-from _planners import EQ_BITS, HESSIAN_METHODS, METHODS, PLANNED_METHODS, make_plan, method_recipe
+from _planners import (
+    EQ_BITS,
+    HESSIAN_METHODS,
+    METHODS,
+    PLANNED_METHODS,
+    expected_rows,
+    make_plan,
+    method_recipe,
+    row_name,
+)
 from _planners import sensitivity_table as hessian_table
 from _seeds import (
     BenchmarkSettingsError,
@@ -72,19 +81,6 @@ NAME = "method_compare"
 AGREED_SETTINGS = ("model", "act_bits", "first_last", "seeds", "qat", "batch", "train_images")
 AGREED_SETTINGS += ("test_images", "calibration_images", "hessian", "dfq_steps", "fp32_top1")
 MEAN_FIELDS = ("eq_bits", "top1_ptq", "top1_per_epoch", "fpga_images_per_s", "weight_kib")
-
-
-def row_name(method: str, eq_bits: int) -> str:
-    """The result's method name (BENCHMARKS.md): ``fixed4``, ``sp2-3``, ``msp``, ...
-
-    >>> row_name("fixed", 3), row_name("sp2", 4), row_name("joint-ilp", 3)
-    ('fixed3', 'sp2-4', 'joint-ilp')
-    """
-    if method == "fixed":
-        return f"fixed{eq_bits}"
-    if method == "sp2":
-        return f"sp2-{eq_bits}"
-    return method
 
 
 def row_order(row: dict[str, Any]) -> tuple[int, int]:
@@ -225,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:
         row["act_bits"] = args.act_bits
-    previous = [previous_result(p) for p in (args.output / f"{args.name}.json", *args.carry_from)]
+    previous = earlier_results(args.output / f"{args.name}.json", args.carry_from)
     agreed = {k: v for k, v in result_settings(args, [], fp32).items() if k in AGREED_SETTINGS}
     reported = {(r["method"], r["eq_bits_target"]) for r in rows}
     carried, carry_note = carried_rows(previous, reported, agreed)
@@ -384,11 +380,6 @@ def _table(args: argparse.Namespace, base: nn.Module, cifar: Path, weights: str,
     )
 
 
-def expected_rows(args: argparse.Namespace) -> set[tuple[str, int]]:
-    """The (row name, level) pairs a run of ``args`` reports."""
-    return {(row_name(m, b), b) for m in args.methods for b in args.eq_bits}
-
-
 def result_settings(
     args: argparse.Namespace,
     rows: list[dict],
@@ -441,7 +432,7 @@ def result_settings(
         "units": "one record per finished unit (settings, row, plan) in units/<name>/ beside "
         "this file",
         "carried": carried,
-        "complete": rows_complete(rows, expected_rows(args), len(args.seeds)),
+        "complete": rows_complete(rows, expected_rows(args.methods, args.eq_bits), len(args.seeds)),
         "units_left_this_chunk": stopped,
         "wall_s_this_chunk": round(wall_s),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

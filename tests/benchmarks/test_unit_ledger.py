@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import _carried
+import _planners
 import _seeds
 import _unit_store
 import method_compare
@@ -22,7 +23,7 @@ from _unit_store import UnitStore
 SETTINGS = {"method": "msp", "eq_bits": 4, "seed": 0}
 
 
-@pytest.mark.parametrize("module", [_seeds, _unit_store, _carried, method_compare])
+@pytest.mark.parametrize("module", [_seeds, _unit_store, _carried, _planners, method_compare])
 def test_benchmark_helper_examples_run(module: object) -> None:
     failures, tried = doctest.testmod(module, verbose=False)  # type: ignore[arg-type]
     assert tried > 0 and failures == 0
