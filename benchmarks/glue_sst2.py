@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     left += unstarted
     stopped = bool(left or left_q)
     if stopped:
-        print(f"budget spent; {left + left_q} units left: rerun the same command", flush=True)
+        reason = "in neither the store nor the ledger" if args.report_only else "left"
+        print(
+            f"{left + left_q} units {reason}; their rows are carried where an earlier file has them",
+            flush=True,
+        )
     rows = []
     if float_rows:
         rows += aggregate(float_rows, "accuracy")
