@@ -191,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     stopped = bool(left or left_q)
     if stopped:
         reason = "in neither the store nor the ledger" if args.report_only else "left"
-        print(
-            f"{left + left_q} units {reason}; their rows are carried where an earlier file has them",
-            flush=True,
-        )
+        carried = "their rows are carried where an earlier file has them"
+        print(f"{left + left_q} units {reason}; {carried}", flush=True)
     rows = []
     if float_rows:
         rows += aggregate(float_rows, "accuracy")
