@@ -104,6 +104,21 @@ class WallBudget:
         return self.minutes is not None and self.elapsed_minutes() >= self.minutes
 
 
+def units_left_line(left: int, report_only: bool) -> str:
+    """What a chunk prints when ``left`` of its units did not run: in a report-only run
+    they are in neither the store nor the ledger, otherwise the budget was spent.
+
+    >>> units_left_line(2, report_only=True)[:43]
+    '2 units in neither the store nor the ledger'
+    >>> units_left_line(3, report_only=False)[:47]
+    '3 units left (rerun the same command to resume)'
+    """
+    reason = "in neither the store nor the ledger" if report_only else "left"
+    if not report_only:
+        reason += " (rerun the same command to resume)"
+    return f"{left} units {reason}; their rows are carried where an earlier file has them"
+
+
 def rows_complete(
     rows: Sequence[Mapping[str, Any]], expected: set[tuple[str, int]], seed_count: int
 ) -> bool:

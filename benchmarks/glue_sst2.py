@@ -42,6 +42,7 @@ from _seeds import (
     rows_complete,
     run_units,
     unit_key,
+    units_left_line,
 )
 from _sst2 import SentenceClassifier, TokenBatches, accuracy, load_sst2
 from _unit_store import UnitStore
@@ -190,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     left += unstarted
     stopped = bool(left or left_q)
     if stopped:
-        reason = "in neither the store nor the ledger" if args.report_only else "left"
-        carried = "their rows are carried where an earlier file has them"
-        print(f"{left + left_q} units {reason}; {carried}", flush=True)
+        print(units_left_line(left + left_q, args.report_only), flush=True)
     rows = []
     if float_rows:
         rows += aggregate(float_rows, "accuracy")

@@ -63,6 +63,7 @@ from _seeds import (
     rows_complete,
     run_units,
     unit_key,
+    units_left_line,
 )
 from _unit_store import UnitStore, settings_key
 from torch import nn
@@ -215,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     left += unstarted
     stopped = left > 0
     if stopped:
-        reason = "in neither the store nor the ledger" if args.report_only else "left"
-        print(f"{left} units {reason}; their rows are carried where an earlier file has them")
+        print(units_left_line(left, args.report_only), flush=True)
     fp32 = {"method": "fp32", "top1": top1(base, test_loader), "weight_kib": fp32_weight_kib(base)}
     rows = aggregate(units, "top1", mean_fields=MEAN_FIELDS)
     for row in rows:

@@ -178,11 +178,13 @@ def test_a_result_whose_rows_are_all_there_is_complete_even_when_carried() -> No
     args = method_compare.parse_args(["--seeds", "0", "1", "2", "--eq-bits", "4"])
     args.methods = ["fixed", "msp"]
     row = {"eq_bits_target": 4, "seeds": [0, 1, 2], "top1_per_epoch": [0.8], "top1_se": 0.001}
+    row |= {
+        "top1_mean": 0.8,
+        "weight_kib": 1.0,
+        "fpga_images_per_s": {"xc7z020": 1.0, "xc7z045": 2.0},
+    }
     rows = [{**row, "method": "fixed4", "carried_from": "2026-12-01T00:00:00Z"}]
-    rows += [{**row, "method": "msp", "top1_mean": 0.8, "weight_kib": 1.0}]
-    rows[0] |= {"top1_mean": 0.8, "weight_kib": 1.0}
-    for r in rows:
-        r["fpga_images_per_s"] = {"xc7z020": 1.0, "xc7z045": 2.0}
+    rows += [{**row, "method": "msp"}]
     settings = method_compare.result_settings(args, rows, {"top1": 0.81}, None, True)
     assert settings["complete"] and settings["units_left_this_chunk"]
     settings = method_compare.result_settings(args, rows[:1], {"top1": 0.81})
